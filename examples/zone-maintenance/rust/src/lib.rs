@@ -1,0 +1,108 @@
+//! Example scheduler plugin (see ../README.md for the exact behaviour, shared
+//! with the Python, JavaScript and C versions): refuse nodes labelled
+//! `maintenance=true`; score nodes whose zone is in `preferredZones` higher,
+//! the earlier in the list the higher.
+//!
+//! Node records are reduced to two small numbers at upsert time, so the per-pod
+//! loops touch no strings.
+
+use trellis_sdk::scheduler::*;
+
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+const MAINTENANCE: &str = "node(s) under maintenance";
+
+/// What the plugin keeps per node.
+#[derive(Debug, Clone, Copy)]
+struct NodeFacts {
+    maintenance: bool,
+    /// Score already computed from the zone rank.
+    score: u8,
+}
+
+/// The plugin.
+#[derive(Default)]
+pub struct ZoneMaintenance {
+    preferred: Vec<String>,
+    nodes: NodeTable<NodeFacts>,
+}
+
+impl ZoneMaintenance {
+    fn zone_score(&self, labels: &[Label]) -> u8 {
+        let n = self.preferred.len();
+        match label_value(labels, ZONE_LABEL).and_then(|z| self.preferred.iter().position(|p| p == z)) {
+            Some(i) => (100 - (i * 100) / n) as u8,
+            None => 0,
+        }
+    }
+}
+
+fn parse_config(config: &str) -> Result<Vec<String>, PluginError> {
+    let bad = |m: String| PluginError::InvalidConfig(m);
+    let v: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| bad(format!("config is not JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("config must be a JSON object".into()))?;
+    let mut zones = Vec::new();
+    for (k, v) in obj {
+        if k != "preferredZones" {
+            return Err(bad(format!("unknown field {k:?}")));
+        }
+        let list = v
+            .as_array()
+            .ok_or_else(|| bad("preferredZones must be a list of strings".into()))?;
+        for z in list {
+            zones.push(
+                z.as_str()
+                    .ok_or_else(|| bad("preferredZones must be a list of strings".into()))?
+                    .to_string(),
+            );
+        }
+    }
+    Ok(zones)
+}
+
+impl SchedulerPlugin for ZoneMaintenance {
+    fn info() -> PluginInfo {
+        plugin_info("ZoneMaintenance", "0.1.0", Phases::FILTER | Phases::SCORE)
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), PluginError> {
+        self.preferred = parse_config(config)?;
+        Ok(())
+    }
+
+    fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {
+        let facts = NodeFacts {
+            maintenance: label_value(&node.labels, "maintenance") == Some("true"),
+            score: self.zone_score(&node.labels),
+        };
+        self.nodes.insert(id, facts);
+        Ok(())
+    }
+
+    fn remove_node(&mut self, id: NodeId) {
+        self.nodes.remove(id);
+    }
+
+    fn filter(&mut self, _pod: &Pod, candidates: &[NodeId], max: u32) -> Result<FilterResult, PluginError> {
+        let mut v = Verdicts::new(max);
+        for &id in candidates {
+            if self.nodes.get(id)?.maintenance {
+                v.reject(id, MAINTENANCE, true);
+            } else if v.accept(id) {
+                break;
+            }
+        }
+        Ok(v.finish())
+    }
+
+    fn score(&mut self, _pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {
+        candidates
+            .iter()
+            .map(|&id| self.nodes.get(id).map(|f| f.score))
+            .collect()
+    }
+}
+
+trellis_sdk::export_scheduler!(ZoneMaintenance);

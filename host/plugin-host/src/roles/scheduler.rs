@@ -1,0 +1,344 @@
+//! Scheduler plugins: a typed loader, and a [`SchedulerSession`] that owns one
+//! instance per worker, mirrors the state sent to it and replays that state
+//! into a fresh instance after a hot swap or a trap.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wasmtime::Store;
+
+use crate::bindings::scheduler::{SchedulerPlugin as Bindings, SchedulerPluginPre};
+use crate::engine::{CompiledComponent, PluginEngine, RoleInfo};
+use crate::roles::{fault, Common, PluginSpec};
+use crate::slot::PluginSlot;
+use crate::state::PluginState;
+use crate::{CallError, Capability, LoadError};
+
+pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::{
+    Container, FilterResult, HostPort, Node, NodeId, Phases, PlacedPod, PluginInfo, Pod, Reason,
+    Rejection,
+};
+pub use crate::bindings::types::{
+    Label, LabelSelector, NodeAffinity, NodeImage, NodeSelectorTerm, PodAffinity, PodAffinityTerm,
+    PreferredSchedulingTerm, Requirement, Resources, SelectorOperator, Taint, TaintEffect,
+    Toleration, TolerationOperator, TopologySpreadConstraint, UnsatisfiableAction,
+    WeightedPodAffinityTerm,
+};
+
+pub(crate) const ROLE: RoleInfo = RoleInfo {
+    name: "scheduler",
+    export: "trellis:plugin/scheduler@0.1.0",
+    allowed: &[Capability::Log],
+};
+
+/// Most candidates one call may carry (the WIT limit).
+pub const MAX_CANDIDATES: usize = 65_536;
+
+/// A loaded, configured scheduler plugin: put it in a [`PluginSlot`] and give
+/// each worker a [`SchedulerSession`] on that slot.
+pub struct SchedulerPlugin {
+    common: Common,
+    pre: SchedulerPluginPre<PluginState>,
+    info: PluginInfo,
+}
+
+impl std::fmt::Debug for SchedulerPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerPlugin")
+            .field("name", &self.common.name)
+            .field("info", &self.info)
+            .field("digest", &self.common.digest)
+            .finish()
+    }
+}
+
+struct Instance {
+    store: Store<PluginState>,
+    bindings: Bindings,
+}
+
+impl SchedulerPlugin {
+    /// Compile (through the cache), check, link and configure a scheduler plugin.
+    /// Fails with a [`LoadError`] naming what is wrong; never half-loads.
+    pub fn load(engine: &PluginEngine, wasm: &[u8], spec: PluginSpec) -> Result<Self, LoadError> {
+        let compiled = engine.compile(wasm)?;
+        Self::from_compiled(engine, &compiled, spec)
+    }
+
+    /// Load from an already compiled component.
+    pub fn from_compiled(
+        engine: &PluginEngine,
+        compiled: &CompiledComponent,
+        spec: PluginSpec,
+    ) -> Result<Self, LoadError> {
+        let linked = engine.link(compiled, ROLE, &spec.grants)?;
+        let pre = SchedulerPluginPre::new(linked.pre).map_err(|e| LoadError::Link {
+            reason: format!("{e:#}"),
+        })?;
+        let common = Common::new(engine, spec, compiled.digest.clone(), linked.needs_wasi);
+        let mut plugin = Self {
+            common,
+            pre,
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                phases: Phases::empty(),
+            },
+        };
+        // Validate by making one instance: this runs `info` and `configure`.
+        let inst = plugin.instantiate().map_err(LoadError::Call)?;
+        plugin.info = inst.1;
+        Ok(plugin)
+    }
+
+    /// What the plugin says about itself.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The name it was loaded under.
+    pub fn name(&self) -> &str {
+        &self.common.name
+    }
+
+    fn instantiate(&self) -> Result<(Instance, PluginInfo), CallError> {
+        let c = &self.common;
+        let mut store = c.store();
+        let bindings = c
+            .guarded(&mut store, |s| self.pre.instantiate(s))
+            .map_err(|e| match e {
+                CallError::Trapped { reason } => CallError::Instantiate { reason },
+                other => other,
+            })?;
+        let api = bindings.trellis_plugin_scheduler();
+        let info = c.guarded(&mut store, |s| api.call_info(s))?;
+        c.guarded(&mut store, |s| api.call_configure(s, &c.config))?
+            .map_err(fault)?;
+        Ok((Instance { store, bindings }, info))
+    }
+}
+
+/// One worker's view of a scheduler plugin slot. Not shared between threads:
+/// each worker owns its session (and so its wasm store). Every change sent is
+/// also kept here, so a fresh instance (after a swap, a deadline or a trap) is
+/// rebuilt with `configure` and a replay of nodes and pods before the next call.
+pub struct SchedulerSession {
+    slot: Arc<PluginSlot<SchedulerPlugin>>,
+    live: Option<(u64, Arc<crate::slot::Versioned<SchedulerPlugin>>, Instance)>,
+    nodes: Vec<Option<Node>>,
+    pods: HashMap<String, (NodeId, PlacedPod)>,
+}
+
+impl SchedulerSession {
+    /// A session on `slot`; the instance is made on first use.
+    pub fn new(slot: Arc<PluginSlot<SchedulerPlugin>>) -> Self {
+        Self {
+            slot,
+            live: None,
+            nodes: Vec::new(),
+            pods: HashMap::new(),
+        }
+    }
+
+    /// Generation of the version that served the last call, if any.
+    pub fn generation(&self) -> Option<u64> {
+        self.live.as_ref().map(|l| l.0)
+    }
+
+    /// Number of nodes known.
+    pub fn node_count(&self) -> usize {
+        self.nodes.iter().filter(|n| n.is_some()).count()
+    }
+
+    fn ensure_live(&mut self) -> Result<(), CallError> {
+        let current = self.slot.generation();
+        if matches!(&self.live, Some((g, _, _)) if *g == current) {
+            return Ok(());
+        }
+        self.live = None;
+        let version = self.slot.current();
+        let plugin = &version.plugin;
+        let (mut inst, _) = plugin.instantiate()?;
+        let api = inst.bindings.trellis_plugin_scheduler();
+        for (id, node) in self.nodes.iter().enumerate() {
+            if let Some(node) = node {
+                let r = plugin.common.guarded(&mut inst.store, |s| {
+                    api.call_upsert_node(s, id as NodeId, node)
+                })?;
+                if let Err(e) = r {
+                    tracing::warn!(plugin = plugin.name(), node = %node.name, error = ?e, "plugin refused a node on replay");
+                }
+            }
+        }
+        for (node, pod) in self.pods.values() {
+            let r = plugin
+                .common
+                .guarded(&mut inst.store, |s| api.call_assume_pod(s, *node, pod))?;
+            if let Err(e) = r {
+                tracing::warn!(plugin = plugin.name(), pod = %pod.uid, error = ?e, "plugin refused a pod on replay");
+            }
+        }
+        self.live = Some((version.generation, version.clone(), inst));
+        Ok(())
+    }
+
+    /// Run one call on the live instance (making it if needed); a call that
+    /// poisons the instance drops it, so the next call starts fresh.
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&SchedulerPlugin, &mut Instance) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
+        self.ensure_live()?;
+        let (_, version, inst) = self.live.as_mut().expect("ensure_live made an instance");
+        let version = version.clone();
+        let r = f(&version.plugin, inst);
+        if let Err(e) = &r {
+            if e.poisons_instance() {
+                self.live = None;
+            }
+        }
+        r
+    }
+
+    /// Add or replace a node.
+    pub fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), CallError> {
+        let idx = id as usize;
+        if self.nodes.len() <= idx {
+            self.nodes.resize_with(idx + 1, || None);
+        }
+        self.nodes[idx] = Some(node);
+        if self.live.is_none() {
+            return Ok(()); // replayed when the instance is made
+        }
+        let node = self.nodes[idx].clone().expect("just set");
+        self.call(|p, i| {
+            let api = i.bindings.trellis_plugin_scheduler();
+            p.common
+                .guarded(&mut i.store, |s| api.call_upsert_node(s, id, &node))?
+                .map_err(|e| fault(e).into())
+        })
+    }
+
+    /// Remove a node and the pods on it.
+    pub fn remove_node(&mut self, id: NodeId) -> Result<(), CallError> {
+        if let Some(slot) = self.nodes.get_mut(id as usize) {
+            *slot = None;
+        }
+        self.pods.retain(|_, (n, _)| *n != id);
+        if self.live.is_none() {
+            return Ok(());
+        }
+        self.call(|p, i| {
+            let api = i.bindings.trellis_plugin_scheduler();
+            p.common
+                .guarded(&mut i.store, |s| api.call_remove_node(s, id))
+        })
+    }
+
+    /// A pod is bound or assumed on a node.
+    pub fn assume_pod(&mut self, node: NodeId, pod: PlacedPod) -> Result<(), CallError> {
+        self.pods.insert(pod.uid.clone(), (node, pod.clone()));
+        if self.live.is_none() {
+            return Ok(());
+        }
+        self.call(|p, i| {
+            let api = i.bindings.trellis_plugin_scheduler();
+            p.common
+                .guarded(&mut i.store, |s| api.call_assume_pod(s, node, &pod))?
+                .map_err(|e| fault(e).into())
+        })
+    }
+
+    /// A pod left a node.
+    pub fn forget_pod(&mut self, node: NodeId, uid: &str) -> Result<(), CallError> {
+        self.pods.remove(uid);
+        if self.live.is_none() {
+            return Ok(());
+        }
+        self.call(|p, i| {
+            let api = i.bindings.trellis_plugin_scheduler();
+            p.common
+                .guarded(&mut i.store, |s| api.call_forget_pod(s, node, uid))
+        })
+    }
+
+    /// Filter candidates for a pod (see the WIT `filter`).
+    pub fn filter(
+        &mut self,
+        pod: &Pod,
+        candidates: &[NodeId],
+        max_feasible: u32,
+    ) -> Result<FilterResult, CallError> {
+        check_candidates(candidates)?;
+        let r = self.call(|p, i| {
+            let api = i.bindings.trellis_plugin_scheduler();
+            p.common
+                .guarded(&mut i.store, |s| {
+                    api.call_filter(s, pod, candidates, max_feasible)
+                })?
+                .map_err(|e| fault(e).into())
+        })?;
+        if r.feasible.len() + r.rejected.len() > candidates.len() {
+            return Err(CallError::Contract {
+                reason: format!(
+                    "filter answered {} verdicts for {} candidates",
+                    r.feasible.len() + r.rejected.len(),
+                    candidates.len()
+                ),
+            });
+        }
+        if let Some(bad) = r
+            .rejected
+            .iter()
+            .find(|x| x.reason as usize >= r.reasons.len())
+        {
+            return Err(CallError::Contract {
+                reason: format!(
+                    "rejection of node {} names reason {} of {}",
+                    bad.node,
+                    bad.reason,
+                    r.reasons.len()
+                ),
+            });
+        }
+        Ok(r)
+    }
+
+    /// Score candidates for a pod: one score in 0..=100 per candidate.
+    pub fn score(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, CallError> {
+        check_candidates(candidates)?;
+        let r = self.call(|p, i| {
+            let api = i.bindings.trellis_plugin_scheduler();
+            p.common
+                .guarded(&mut i.store, |s| api.call_score(s, pod, candidates))?
+                .map_err(|e| fault(e).into())
+        })?;
+        if r.len() != candidates.len() {
+            return Err(CallError::Contract {
+                reason: format!(
+                    "score answered {} scores for {} candidates",
+                    r.len(),
+                    candidates.len()
+                ),
+            });
+        }
+        if let Some(s) = r.iter().find(|s| **s > 100) {
+            return Err(CallError::Contract {
+                reason: format!("score {s} is above 100"),
+            });
+        }
+        Ok(r)
+    }
+}
+
+fn check_candidates(candidates: &[NodeId]) -> Result<(), CallError> {
+    if candidates.len() > MAX_CANDIDATES {
+        return Err(CallError::Contract {
+            reason: format!(
+                "{} candidates exceed the limit of {MAX_CANDIDATES}",
+                candidates.len()
+            ),
+        });
+    }
+    Ok(())
+}

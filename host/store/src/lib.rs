@@ -1,0 +1,1 @@
+//! Cluster state store (work in progress).

@@ -1,0 +1,39 @@
+//! The command line.
+
+mod plugin_inspect;
+mod plugin_test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Trellis: a Kubernetes-compatible orchestrator whose policy runs as Wasm components.
+#[derive(Debug, Parser)]
+#[command(name = "trellis", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with plugin components.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Print a component's role, contract version, exports and imports.
+    Inspect(plugin_inspect::Args),
+    /// Run a scheduler plugin against fixtures, without a cluster.
+    Test(plugin_test::Args),
+}
+
+/// Run the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugin(PluginCommand::Inspect(a)) => plugin_inspect::run(a),
+        Command::Plugin(PluginCommand::Test(a)) => plugin_test::run(a),
+    }
+}

@@ -1,0 +1,443 @@
+//! Scheduler plugins: implement [`SchedulerPlugin`] and call
+//! [`export_scheduler!`](crate::export_scheduler).
+//!
+//! The host sends node and pod *changes*; the plugin keeps what it needs in a
+//! [`NodeTable`], ideally reduced to numbers at upsert time (see [`Interner`]),
+//! so that `filter` and `score`, called once per pod for all candidates, only
+//! compare integers.
+
+use std::collections::HashMap;
+
+pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::{
+    Container, FilterResult, HostPort, Node, NodeId, Phases, PlacedPod, PluginInfo, Pod, Reason,
+    Rejection,
+};
+pub use crate::{label_value, Label, PluginError, Resources, Taint, TaintEffect, Toleration};
+
+/// A scheduler plugin. One value lives per instance; the host calls
+/// `configure` first, then sends changes and asks `filter`/`score` per pod.
+/// Everything must be rebuildable from `configure` + upserts + assumes: the host
+/// may replace the instance at any time and replay them.
+pub trait SchedulerPlugin: Default + 'static {
+    /// Name, version and phases.
+    fn info() -> PluginInfo;
+
+    /// Apply configuration (JSON; `{}` when none).
+    fn configure(&mut self, config: &str) -> Result<(), PluginError> {
+        let _ = config;
+        Ok(())
+    }
+
+    /// A node appeared or changed.
+    fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError>;
+
+    /// A node is gone (with every pod on it).
+    fn remove_node(&mut self, id: NodeId);
+
+    /// A pod is bound or assumed on a node.
+    fn assume_pod(&mut self, node: NodeId, pod: PlacedPod) -> Result<(), PluginError> {
+        let _ = (node, pod);
+        Ok(())
+    }
+
+    /// A pod left a node.
+    fn forget_pod(&mut self, node: NodeId, uid: &str) {
+        let _ = (node, uid);
+    }
+
+    /// Verdicts for the candidates, stopping after `max_feasible` feasible
+    /// nodes (0 = all). The default accepts every candidate.
+    fn filter(
+        &mut self,
+        pod: &Pod,
+        candidates: &[NodeId],
+        max_feasible: u32,
+    ) -> Result<FilterResult, PluginError> {
+        let _ = pod;
+        let mut v = Verdicts::new(max_feasible);
+        for &id in candidates {
+            if v.accept(id) {
+                break;
+            }
+        }
+        Ok(v.finish())
+    }
+
+    /// One score in 0..=100 per candidate, already normalized. The default
+    /// scores every candidate 0.
+    fn score(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {
+        let _ = pod;
+        Ok(vec![0; candidates.len()])
+    }
+}
+
+/// Build a [`PluginInfo`].
+pub fn plugin_info(name: &str, version: &str, phases: Phases) -> PluginInfo {
+    PluginInfo {
+        name: name.to_string(),
+        version: version.to_string(),
+        phases,
+    }
+}
+
+/// Per-node plugin state indexed by the host's dense node ids.
+#[derive(Debug, Clone)]
+pub struct NodeTable<T> {
+    slots: Vec<Option<T>>,
+    len: usize,
+}
+
+impl<T> Default for NodeTable<T> {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> NodeTable<T> {
+    /// Insert or replace the entry of `id`.
+    pub fn insert(&mut self, id: NodeId, value: T) {
+        let i = id as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        if self.slots[i].replace(value).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// Remove the entry of `id`, if any.
+    pub fn remove(&mut self, id: NodeId) -> Option<T> {
+        let v = self.slots.get_mut(id as usize).and_then(Option::take);
+        if v.is_some() {
+            self.len -= 1;
+        }
+        v
+    }
+
+    /// The entry of `id`, or `invalid-input` naming the unknown id.
+    #[inline]
+    pub fn get(&self, id: NodeId) -> Result<&T, PluginError> {
+        match self.slots.get(id as usize) {
+            Some(Some(v)) => Ok(v),
+            _ => Err(unknown_node(id)),
+        }
+    }
+
+    /// Mutable entry of `id`, or `invalid-input`.
+    #[inline]
+    pub fn get_mut(&mut self, id: NodeId) -> Result<&mut T, PluginError> {
+        match self.slots.get_mut(id as usize) {
+            Some(Some(v)) => Ok(v),
+            _ => Err(unknown_node(id)),
+        }
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// All entries with their ids.
+    pub fn iter(&self) -> impl Iterator<Item = (NodeId, &T)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().map(|v| (i as NodeId, v)))
+    }
+}
+
+fn unknown_node(id: NodeId) -> PluginError {
+    PluginError::InvalidInput(format!("unknown node id {id}"))
+}
+
+/// Maps strings (label keys and values) to small integers once, so the per-pod
+/// loop compares numbers.
+#[derive(Debug, Default, Clone)]
+pub struct Interner {
+    ids: HashMap<String, u32>,
+}
+
+impl Interner {
+    /// The id of `s`, assigning one if new.
+    pub fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.ids.len() as u32;
+        self.ids.insert(s.to_string(), id);
+        id
+    }
+
+    /// The id of `s` if it was ever interned.
+    pub fn get(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+}
+
+/// Collects filter verdicts: feasible nodes, rejections with deduplicated
+/// reasons, and the `max_feasible` stop.
+#[derive(Debug, Clone)]
+pub struct Verdicts {
+    max: u32,
+    out: FilterResult,
+}
+
+impl Verdicts {
+    /// Stop after `max_feasible` feasible nodes (0 = never).
+    pub fn new(max_feasible: u32) -> Self {
+        Self {
+            max: max_feasible,
+            out: FilterResult {
+                feasible: Vec::new(),
+                rejected: Vec::new(),
+                reasons: Vec::new(),
+            },
+        }
+    }
+
+    /// Record a feasible node. Returns true when the limit is reached and the
+    /// caller should stop examining candidates.
+    #[inline]
+    pub fn accept(&mut self, id: NodeId) -> bool {
+        self.out.feasible.push(id);
+        self.max != 0 && self.out.feasible.len() as u32 >= self.max
+    }
+
+    /// Record a refused node with its reason (Kubernetes wording, e.g.
+    /// "node(s) didn't match Pod's node affinity/selector"). `unresolvable`:
+    /// preemption on that node would not help.
+    #[inline]
+    pub fn reject(&mut self, id: NodeId, reason: &str, unresolvable: bool) {
+        let idx = match self
+            .out
+            .reasons
+            .iter()
+            .position(|r| r.message == reason && r.unresolvable == unresolvable)
+        {
+            Some(i) => i,
+            None => {
+                self.out.reasons.push(Reason {
+                    message: reason.to_string(),
+                    unresolvable,
+                });
+                self.out.reasons.len() - 1
+            }
+        };
+        self.out.rejected.push(Rejection {
+            node: id,
+            reason: idx as u32,
+        });
+    }
+
+    /// The verdicts.
+    pub fn finish(self) -> FilterResult {
+        self.out
+    }
+}
+
+/// Upstream's default normalize step: scale raw scores so the highest becomes
+/// 100 (all zero stays zero); with `reverse`, the highest becomes 0.
+pub fn normalize(raw: &[i64], reverse: bool) -> Vec<u8> {
+    let max = raw.iter().copied().max().unwrap_or(0).max(0);
+    raw.iter()
+        .map(|&s| {
+            let s = s.clamp(0, i64::MAX);
+            let n = if max == 0 {
+                if reverse {
+                    100
+                } else {
+                    0
+                }
+            } else {
+                let n = s.saturating_mul(100) / max;
+                if reverse {
+                    100 - n
+                } else {
+                    n
+                }
+            };
+            n.clamp(0, 100) as u8
+        })
+        .collect()
+}
+
+/// Effective requests of a pod, as upstream's scheduler computes them: the
+/// larger of (sum of app containers) and (each init container), plus overhead.
+pub fn pod_requests(pod: &Pod) -> Resources {
+    let mut sum = zero_resources();
+    for c in &pod.containers {
+        add(&mut sum, &c.requests);
+    }
+    for c in &pod.init_containers {
+        max_in_place(&mut sum, &c.requests);
+    }
+    add(&mut sum, &pod.overhead);
+    sum
+}
+
+/// All-zero resources.
+pub fn zero_resources() -> Resources {
+    Resources {
+        milli_cpu: 0,
+        memory: 0,
+        ephemeral_storage: 0,
+        pods: 0,
+        scalar: Vec::new(),
+    }
+}
+
+fn add(into: &mut Resources, r: &Resources) {
+    into.milli_cpu += r.milli_cpu;
+    into.memory += r.memory;
+    into.ephemeral_storage += r.ephemeral_storage;
+    into.pods += r.pods;
+    for (name, v) in &r.scalar {
+        match into.scalar.iter_mut().find(|(n, _)| n == name) {
+            Some((_, x)) => *x += v,
+            None => into.scalar.push((name.clone(), *v)),
+        }
+    }
+}
+
+fn max_in_place(into: &mut Resources, r: &Resources) {
+    into.milli_cpu = into.milli_cpu.max(r.milli_cpu);
+    into.memory = into.memory.max(r.memory);
+    into.ephemeral_storage = into.ephemeral_storage.max(r.ephemeral_storage);
+    into.pods = into.pods.max(r.pods);
+    for (name, v) in &r.scalar {
+        match into.scalar.iter_mut().find(|(n, _)| n == name) {
+            Some((_, x)) => *x = (*x).max(*v),
+            None => into.scalar.push((name.clone(), *v)),
+        }
+    }
+}
+
+/// Export a [`SchedulerPlugin`] as the component's `scheduler` interface.
+/// Expands to nothing outside wasm, so the crate also builds natively.
+#[macro_export]
+macro_rules! export_scheduler {
+    ($t:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::bindings::scheduler::exports::trellis::plugin::scheduler as __w;
+            use $crate::scheduler::SchedulerPlugin as _;
+            static __STATE: $crate::__State<$t> = $crate::__State::new();
+            struct __Export;
+            impl __w::Guest for __Export {
+                fn info() -> __w::PluginInfo {
+                    <$t>::info()
+                }
+                fn configure(config: String) -> Result<(), $crate::PluginError> {
+                    __STATE.with(|p| p.configure(&config))
+                }
+                fn upsert_node(id: __w::NodeId, node: __w::Node) -> Result<(), $crate::PluginError> {
+                    __STATE.with(|p| p.upsert_node(id, node))
+                }
+                fn remove_node(id: __w::NodeId) {
+                    __STATE.with(|p| p.remove_node(id))
+                }
+                fn assume_pod(node: __w::NodeId, pod: __w::PlacedPod) -> Result<(), $crate::PluginError> {
+                    __STATE.with(|p| p.assume_pod(node, pod))
+                }
+                fn forget_pod(node: __w::NodeId, uid: String) {
+                    __STATE.with(|p| p.forget_pod(node, &uid))
+                }
+                fn filter(
+                    pod: __w::Pod,
+                    candidates: Vec<__w::NodeId>,
+                    max_feasible: u32,
+                ) -> Result<__w::FilterResult, $crate::PluginError> {
+                    __STATE.with(|p| p.filter(&pod, &candidates, max_feasible))
+                }
+                fn score(pod: __w::Pod, candidates: Vec<__w::NodeId>) -> Result<Vec<u8>, $crate::PluginError> {
+                    __STATE.with(|p| p.score(&pod, &candidates))
+                }
+            }
+            $crate::bindings::scheduler::__export_scheduler_world!(__Export with_types_in $crate::bindings::scheduler);
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_dedupe_reasons_and_stop_at_limit() {
+        let mut v = Verdicts::new(2);
+        v.reject(0, "a", false);
+        assert!(!v.accept(1));
+        v.reject(2, "a", false);
+        v.reject(3, "b", true);
+        assert!(v.accept(4));
+        let r = v.finish();
+        assert_eq!(r.feasible, vec![1, 4]);
+        assert_eq!(r.reasons.len(), 2);
+        assert_eq!(
+            r.rejected.iter().map(|x| x.reason).collect::<Vec<_>>(),
+            vec![0, 0, 1]
+        );
+    }
+
+    #[test]
+    fn node_table_counts_and_refuses_unknown_ids() {
+        let mut t = NodeTable::default();
+        t.insert(3, "c");
+        t.insert(3, "c2");
+        t.insert(0, "a");
+        assert_eq!(t.len(), 2);
+        assert_eq!(*t.get(3).unwrap(), "c2");
+        assert!(matches!(t.get(1), Err(PluginError::InvalidInput(_))));
+        assert_eq!(t.remove(3), Some("c2"));
+        assert!(t.get(3).is_err());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn normalize_scales_to_100() {
+        assert_eq!(normalize(&[0, 5, 10], false), vec![0, 50, 100]);
+        assert_eq!(normalize(&[0, 5, 10], true), vec![100, 50, 0]);
+        assert_eq!(normalize(&[0, 0], false), vec![0, 0]);
+    }
+
+    #[test]
+    fn pod_requests_take_init_max_and_overhead() {
+        let res = |cpu| Resources {
+            milli_cpu: cpu,
+            ..zero_resources()
+        };
+        let c = |cpu| Container {
+            name: "c".into(),
+            image: "i".into(),
+            requests: res(cpu),
+            host_ports: vec![],
+        };
+        let pod = Pod {
+            name: "p".into(),
+            namespace: "d".into(),
+            uid: "u".into(),
+            labels: vec![],
+            namespace_labels: vec![],
+            node_name: None,
+            node_selector: vec![],
+            node_affinity: None,
+            pod_affinity: None,
+            pod_anti_affinity: None,
+            tolerations: vec![],
+            topology_spread_constraints: vec![],
+            containers: vec![c(100), c(200)],
+            init_containers: vec![c(500), c(50)],
+            overhead: res(10),
+            priority: 0,
+        };
+        assert_eq!(pod_requests(&pod).milli_cpu, 510);
+    }
+}

@@ -38,6 +38,10 @@ pub enum Provenance {
 }
 
 /// An on-disk cache of `.cwasm` artifacts. `None` folder = no caching.
+///
+/// Artifacts are mmapped when loaded, so a file is never rewritten in place:
+/// a new artifact is written to a temporary file and renamed over the old one,
+/// and components still using the old mapping keep their inode.
 #[derive(Debug, Clone)]
 pub(crate) struct ArtifactCache {
     dir: Option<PathBuf>,
@@ -93,7 +97,11 @@ impl ArtifactCache {
             .map_err(|e| LoadError::Invalid {
                 reason: format!("{e:#}"),
             })?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per writer: threads and processes may compile the same
+        // component at once; the last rename wins and every winner is whole.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
         let io = |source| LoadError::Cache {
             path: path.clone(),
             source,

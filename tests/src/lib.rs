@@ -1,0 +1,68 @@
+//! Shared helpers for Trellis' integration tests: an engine with a persistent
+//! artifact cache, the built plugin components, and small fixtures.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use trellis_plugin_host::scheduler::{k8s, Node, NodeId, Pod, SchedulerPlugin, SchedulerSession};
+use trellis_plugin_host::{EngineConfig, PluginEngine, PluginSlot, PluginSpec};
+
+pub use trellis_testkit::{plugin_dir, read_plugin, repo_root};
+
+/// Where tests keep precompiled artifacts between runs (`build/cache`).
+pub fn cache_dir() -> PathBuf {
+    repo_root().join("build/cache")
+}
+
+/// An engine whose artifact cache persists across test runs.
+pub fn engine() -> PluginEngine {
+    PluginEngine::new(EngineConfig {
+        cache_dir: Some(cache_dir()),
+        ..EngineConfig::default()
+    })
+    .expect("engine")
+}
+
+/// A node named `name` with `labels`.
+pub fn node(name: &str, labels: &[(&str, &str)]) -> Node {
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+        .collect();
+    k8s::node(&serde_json::json!({
+        "metadata": {"name": name, "labels": labels},
+        "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}
+    }))
+    .expect("valid node")
+}
+
+/// A one-container pod named `name`.
+pub fn pod(name: &str) -> Pod {
+    k8s::pod(
+        &serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}}]}
+        }),
+        vec![],
+    )
+    .expect("valid pod")
+}
+
+/// A session on a new slot holding `plugin`, with `nodes` upserted as ids 0...
+pub fn session_with(
+    plugin: SchedulerPlugin,
+    nodes: &[Node],
+) -> (Arc<PluginSlot<SchedulerPlugin>>, SchedulerSession) {
+    let slot = Arc::new(PluginSlot::new(plugin));
+    let mut s = SchedulerSession::new(slot.clone());
+    for (i, n) in nodes.iter().enumerate() {
+        s.upsert_node(i as NodeId, n.clone()).expect("upsert");
+    }
+    (slot, s)
+}
+
+/// Load a built scheduler plugin by name.
+pub fn load_scheduler(engine: &PluginEngine, name: &str, spec: PluginSpec) -> SchedulerPlugin {
+    SchedulerPlugin::load(engine, &read_plugin(name), spec)
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}

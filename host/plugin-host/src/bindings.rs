@@ -8,6 +8,7 @@ pub mod controller {
     wasmtime::component::bindgen!({
         path: "../../wit/trellis-plugin-0.1.0",
         world: "controller",
+        additional_derives: [PartialEq],
     });
 }
 
@@ -15,6 +16,7 @@ pub mod scheduler {
     wasmtime::component::bindgen!({
         path: "../../wit/trellis-plugin-0.1.0",
         world: "scheduler-plugin",
+        additional_derives: [PartialEq],
         with: {
             "trellis:plugin/types": super::controller::trellis::plugin::types,
             "trellis:plugin/log": super::controller::trellis::plugin::log,
@@ -26,6 +28,7 @@ pub mod admission {
     wasmtime::component::bindgen!({
         path: "../../wit/trellis-plugin-0.1.0",
         world: "admission-plugin",
+        additional_derives: [PartialEq],
         with: {
             "trellis:plugin/types": super::controller::trellis::plugin::types,
             "trellis:plugin/log": super::controller::trellis::plugin::log,
@@ -38,6 +41,7 @@ pub mod probe {
     wasmtime::component::bindgen!({
         path: "../../wit/trellis-plugin-0.1.0",
         world: "probe-plugin",
+        additional_derives: [PartialEq],
         with: {
             "trellis:plugin/types": super::controller::trellis::plugin::types,
             "trellis:plugin/log": super::controller::trellis::plugin::log,

@@ -19,11 +19,14 @@ impl SchedulerPlugin for Misbehave {
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {
-        let v: serde_json::Value = serde_json::from_str(config)
-            .map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(config).map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
         self.mode = v["mode"].as_str().unwrap_or("ok").to_string();
         self.tag = v["tag"].as_u64().unwrap_or(0).min(100) as u8;
-        trellis_sdk::log::info(&format!("misbehave configured: mode={} tag={}", self.mode, self.tag));
+        trellis_sdk::log::info(&format!(
+            "misbehave configured: mode={} tag={}",
+            self.mode, self.tag
+        ));
         Ok(())
     }
 
@@ -33,7 +36,12 @@ impl SchedulerPlugin for Misbehave {
 
     fn remove_node(&mut self, _id: NodeId) {}
 
-    fn filter(&mut self, pod: &Pod, candidates: &[NodeId], _max: u32) -> Result<FilterResult, PluginError> {
+    fn filter(
+        &mut self,
+        pod: &Pod,
+        candidates: &[NodeId],
+        _max: u32,
+    ) -> Result<FilterResult, PluginError> {
         if pod.name == "bad" {
             match self.mode.as_str() {
                 "loop" => {
@@ -49,7 +57,11 @@ impl SchedulerPlugin for Misbehave {
                 _ => {}
             }
         }
-        Ok(FilterResult { feasible: candidates.to_vec(), rejected: vec![], reasons: vec![] })
+        Ok(FilterResult {
+            feasible: candidates.to_vec(),
+            rejected: vec![],
+            reasons: vec![],
+        })
     }
 
     fn score(&mut self, _pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {

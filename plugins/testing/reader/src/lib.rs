@@ -15,7 +15,11 @@ impl AdmissionPlugin for Reader {
             serde_json::from_str(request).map_err(|e| PluginError::InvalidInput(e.to_string()))?;
         let r = &v["read"];
         let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-        let kind = KindRef { group: s("group"), version: s("version"), kind: s("kind") };
+        let kind = KindRef {
+            group: s("group"),
+            version: s("version"),
+            kind: s("kind"),
+        };
         let message = match objects::get(&kind, &s("namespace"), &s("name")) {
             Ok(obj) => format!("ok: {obj}"),
             Err(ObjectError::AccessDenied(m)) => format!("error: access-denied: {m}"),

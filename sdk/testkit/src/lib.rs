@@ -20,7 +20,8 @@
 //!       scores: {n1: 100}
 //! ```
 //!
-//! A fixture may instead expect `configure` to fail: `expectConfigError: true`.
+//! A fixture may instead expect `configure` to fail: `expectConfigError: true`
+//! (give `config` as a string to pass JSON text verbatim, e.g. with a duplicated key).
 //!
 //! ```no_run
 //! use trellis_testkit::{Fixture, run_scheduler_fixture};
@@ -116,7 +117,8 @@ pub struct Fixture {
     /// Free text.
     #[serde(default)]
     pub description: String,
-    /// The plugin's configuration (any JSON value; default `{}`).
+    /// The plugin's configuration: any JSON value (default `{}`), or a string
+    /// holding the JSON text verbatim.
     #[serde(default = "empty_object")]
     pub config: Value,
     /// `configure` must fail with `invalid-config`.
@@ -217,14 +219,11 @@ impl fmt::Display for Report {
                 }
             }
         }
+        // An expected configure failure is one check of its own.
+        let checks = self.cases.len() + usize::from(self.config_error.is_some());
         let failed = self.cases.iter().filter(|c| !c.failures.is_empty()).count()
             + usize::from(!self.failures.is_empty());
-        write!(
-            f,
-            "{} passed, {} failed",
-            self.cases.len() - failed.min(self.cases.len()),
-            failed
-        )
+        write!(f, "{} passed, {} failed", checks.saturating_sub(failed), failed)
     }
 }
 
@@ -252,7 +251,12 @@ pub fn run_scheduler_fixture(
     fixture: &Fixture,
 ) -> Result<Report, TestkitError> {
     let spec = PluginSpec::new("under-test")
-        .config(fixture.config.to_string())
+        .config(match &fixture.config {
+            // A string is the JSON text itself, for configs a YAML value
+            // cannot express (duplicate keys, malformed JSON).
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        })
         .grants(Grants::none().with(Capability::Log));
     let plugin = match SchedulerPlugin::load(engine, wasm, spec) {
         Ok(p) => p,

@@ -29,37 +29,28 @@ pub struct ZoneMaintenance {
 impl ZoneMaintenance {
     fn zone_score(&self, labels: &[Label]) -> u8 {
         let n = self.preferred.len();
-        match label_value(labels, ZONE_LABEL).and_then(|z| self.preferred.iter().position(|p| p == z)) {
+        match label_value(labels, ZONE_LABEL)
+            .and_then(|z| self.preferred.iter().position(|p| p == z))
+        {
             Some(i) => (100 - (i * 100) / n) as u8,
             None => 0,
         }
     }
 }
 
+/// The documented configuration, and nothing else: unknown or duplicate
+/// fields and wrong types are refused (as the other languages do).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(rename = "preferredZones", default)]
+    preferred_zones: Vec<String>,
+}
+
 fn parse_config(config: &str) -> Result<Vec<String>, PluginError> {
-    let bad = |m: String| PluginError::InvalidConfig(m);
-    let v: serde_json::Value =
-        serde_json::from_str(config).map_err(|e| bad(format!("config is not JSON: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| bad("config must be a JSON object".into()))?;
-    let mut zones = Vec::new();
-    for (k, v) in obj {
-        if k != "preferredZones" {
-            return Err(bad(format!("unknown field {k:?}")));
-        }
-        let list = v
-            .as_array()
-            .ok_or_else(|| bad("preferredZones must be a list of strings".into()))?;
-        for z in list {
-            zones.push(
-                z.as_str()
-                    .ok_or_else(|| bad("preferredZones must be a list of strings".into()))?
-                    .to_string(),
-            );
-        }
-    }
-    Ok(zones)
+    serde_json::from_str::<Config>(config)
+        .map(|c| c.preferred_zones)
+        .map_err(|e| PluginError::InvalidConfig(format!("invalid configuration: {e}")))
 }
 
 impl SchedulerPlugin for ZoneMaintenance {
@@ -85,7 +76,12 @@ impl SchedulerPlugin for ZoneMaintenance {
         self.nodes.remove(id);
     }
 
-    fn filter(&mut self, _pod: &Pod, candidates: &[NodeId], max: u32) -> Result<FilterResult, PluginError> {
+    fn filter(
+        &mut self,
+        _pod: &Pod,
+        candidates: &[NodeId],
+        max: u32,
+    ) -> Result<FilterResult, PluginError> {
         let mut v = Verdicts::new(max);
         for &id in candidates {
             if self.nodes.get(id)?.maintenance {

@@ -18,12 +18,26 @@ pub struct Args {
     /// Print each case's outcome as JSON instead of a report.
     #[arg(long)]
     json: bool,
+    /// Where compiled components are cached [default: ~/.cache/trellis/artifacts].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+/// `$XDG_CACHE_HOME/trellis/artifacts`, else `~/.cache/trellis/artifacts`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("trellis/artifacts"))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let wasm = std::fs::read(&args.plugin)
         .with_context(|| format!("cannot read {}", args.plugin.display()))?;
-    let engine = PluginEngine::new(EngineConfig::default())?;
+    let engine = PluginEngine::new(EngineConfig {
+        cache_dir: args.cache_dir.or_else(default_cache_dir),
+        ..EngineConfig::default()
+    })?;
     let mut ok = true;
     for path in &args.fixtures {
         let fixture = Fixture::load(path)?;

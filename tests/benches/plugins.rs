@@ -142,10 +142,16 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// Schedule `pods` pods; returns per-pod timings and a checksum of answers.
-fn run_wasm(s: &mut SchedulerSession, n: usize, pods: usize, sample: bool) -> (Vec<Duration>, u64) {
+/// Schedule `pods` pods over `n` nodes through `cycle` (filter then score, giving
+/// back the nodes it examined and the scores), rotating the start like
+/// upstream; returns per-pod timings and a checksum of the answers.
+fn run(
+    n: usize,
+    pods: usize,
+    sample: bool,
+    mut cycle: impl FnMut(&[NodeId], u32) -> (usize, Vec<u8>),
+) -> (Vec<Duration>, u64) {
     let ids: Vec<NodeId> = (0..n as NodeId).collect();
-    let pod = trellis_tests::pod("bench");
     let max = if sample { feasible_to_find(n) } else { 0 };
     let mut start = 0usize;
     let mut times = Vec::with_capacity(pods);
@@ -156,16 +162,23 @@ fn run_wasm(s: &mut SchedulerSession, n: usize, pods: usize, sample: bool) -> (V
         cands.extend_from_slice(&ids[start..]);
         cands.extend_from_slice(&ids[..start]);
         let t = Instant::now();
-        let f = s.filter(&pod, &cands, max).unwrap();
-        let scores = s.score(&pod, &f.feasible).unwrap();
+        let (examined, scores) = cycle(&cands, max);
         times.push(t.elapsed());
-        let examined = f.feasible.len() + f.rejected.len();
         start = (start + examined) % n;
         sum = sum
             .wrapping_mul(31)
-            .wrapping_add(scores.iter().map(|&x| x as u64).sum::<u64>() + f.feasible.len() as u64);
+            .wrapping_add(scores.iter().map(|&x| x as u64).sum::<u64>() + scores.len() as u64);
     }
     (times, sum)
+}
+
+fn run_wasm(s: &mut SchedulerSession, n: usize, pods: usize, sample: bool) -> (Vec<Duration>, u64) {
+    let pod = trellis_tests::pod("bench");
+    run(n, pods, sample, |cands, max| {
+        let f = s.filter(&pod, cands, max).unwrap();
+        let scores = s.score(&pod, &f.feasible).unwrap();
+        (f.feasible.len() + f.rejected.len(), scores)
+    })
 }
 
 fn run_native(
@@ -174,28 +187,12 @@ fn run_native(
     pods: usize,
     sample: bool,
 ) -> (Vec<Duration>, u64) {
-    let ids: Vec<NodeId> = (0..n as NodeId).collect();
     let pod = sdk_pod(&trellis_tests::pod("bench"));
-    let max = if sample { feasible_to_find(n) } else { 0 };
-    let mut start = 0usize;
-    let mut times = Vec::with_capacity(pods);
-    let mut sum = 0u64;
-    let mut cands = Vec::with_capacity(n);
-    for _ in 0..pods {
-        cands.clear();
-        cands.extend_from_slice(&ids[start..]);
-        cands.extend_from_slice(&ids[..start]);
-        let t = Instant::now();
-        let f = std::hint::black_box(p.filter(&pod, &cands, max).unwrap());
+    run(n, pods, sample, |cands, max| {
+        let f = std::hint::black_box(p.filter(&pod, cands, max).unwrap());
         let scores = std::hint::black_box(p.score(&pod, &f.feasible).unwrap());
-        times.push(t.elapsed());
-        let examined = f.feasible.len() + f.rejected.len();
-        start = (start + examined) % n;
-        sum = sum
-            .wrapping_mul(31)
-            .wrapping_add(scores.iter().map(|&x| x as u64).sum::<u64>() + f.feasible.len() as u64);
-    }
-    (times, sum)
+        (f.feasible.len() + f.rejected.len(), scores)
+    })
 }
 
 fn main() {

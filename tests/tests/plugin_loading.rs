@@ -104,10 +104,11 @@ fn bad_configuration_refuses_the_load() {
     let engine = engine();
     let spec = PluginSpec::new("z").config(r#"{"preferredZones": 3}"#);
     let err = SchedulerPlugin::load(&engine, &read_plugin("zone-maintenance"), spec).unwrap_err();
+    let msg = err.to_string();
     assert!(
-        err.to_string()
-            .contains("preferredZones must be a list of strings"),
-        "{err}"
+        msg.contains(r#"invalid configuration, expected {"preferredZones""#)
+            && msg.contains("expected a sequence"),
+        "{msg}"
     );
 }
 

@@ -50,7 +50,11 @@ struct Config {
 fn parse_config(config: &str) -> Result<Vec<String>, PluginError> {
     serde_json::from_str::<Config>(config)
         .map(|c| c.preferred_zones)
-        .map_err(|e| PluginError::InvalidConfig(format!("invalid configuration: {e}")))
+        .map_err(|e| {
+            PluginError::InvalidConfig(format!(
+                "invalid configuration, expected {{\"preferredZones\": [\"zone\", ...]}}: {e}"
+            ))
+        })
 }
 
 impl SchedulerPlugin for ZoneMaintenance {

@@ -41,14 +41,8 @@ impl AdmissionPlugin {
         compiled: &CompiledComponent,
         spec: PluginSpec,
     ) -> Result<Self, LoadError> {
-        let linked = engine.link(compiled, ROLE, &spec.grants)?;
-        let pre = AdmissionPluginPre::new(linked.pre).map_err(|e| LoadError::Link {
-            reason: format!("{e:#}"),
-        })?;
-        let plugin = Self {
-            common: Common::new(engine, spec, compiled.digest.clone(), linked.needs_wasi),
-            pre,
-        };
+        let (common, pre) = super::prepare(engine, compiled, spec, ROLE, AdmissionPluginPre::new)?;
+        let plugin = Self { common, pre };
         plugin.instance().map_err(LoadError::Call)?;
         Ok(plugin)
     }

@@ -51,12 +51,9 @@ impl ControllerPlugin {
         compiled: &CompiledComponent,
         spec: PluginSpec,
     ) -> Result<Self, LoadError> {
-        let linked = engine.link(compiled, ROLE, &spec.grants)?;
-        let pre = ControllerPre::new(linked.pre).map_err(|e| LoadError::Link {
-            reason: format!("{e:#}"),
-        })?;
+        let (common, pre) = super::prepare(engine, compiled, spec, ROLE, ControllerPre::new)?;
         let mut plugin = Self {
-            common: Common::new(engine, spec, compiled.digest.clone(), linked.needs_wasi),
+            common,
             pre,
             info: ControllerInfo {
                 name: String::new(),

@@ -114,6 +114,25 @@ impl Common {
     }
 }
 
+/// Check a compiled component against `role` and the spec's grants, link what
+/// was granted, and wrap the result in the world's typed `*Pre`.
+pub(crate) fn prepare<P>(
+    engine: &PluginEngine,
+    compiled: &crate::CompiledComponent,
+    spec: PluginSpec,
+    role: crate::engine::RoleInfo,
+    typed: impl FnOnce(wasmtime::component::InstancePre<PluginState>) -> wasmtime::Result<P>,
+) -> Result<(Common, P), crate::LoadError> {
+    let linked = engine.link(compiled, role, &spec.grants)?;
+    let pre = typed(linked.pre).map_err(|e| crate::LoadError::Link {
+        reason: format!("{e:#}"),
+    })?;
+    Ok((
+        Common::new(engine, spec, compiled.digest.clone(), linked.needs_wasi),
+        pre,
+    ))
+}
+
 /// Turn a WIT `plugin-error` into the host's typed fault.
 pub(crate) fn fault(e: crate::bindings::types::PluginError) -> crate::PluginFault {
     use crate::bindings::types::PluginError as E;

@@ -43,14 +43,8 @@ impl ProbePlugin {
         compiled: &CompiledComponent,
         spec: PluginSpec,
     ) -> Result<Self, LoadError> {
-        let linked = engine.link(compiled, ROLE, &spec.grants)?;
-        let pre = ProbePluginPre::new(linked.pre).map_err(|e| LoadError::Link {
-            reason: format!("{e:#}"),
-        })?;
-        let plugin = Self {
-            common: Common::new(engine, spec, compiled.digest.clone(), linked.needs_wasi),
-            pre,
-        };
+        let (common, pre) = super::prepare(engine, compiled, spec, ROLE, ProbePluginPre::new)?;
+        let plugin = Self { common, pre };
         plugin.instance(None).map_err(LoadError::Call)?;
         Ok(plugin)
     }

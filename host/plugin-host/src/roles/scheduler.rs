@@ -71,11 +71,7 @@ impl SchedulerPlugin {
         compiled: &CompiledComponent,
         spec: PluginSpec,
     ) -> Result<Self, LoadError> {
-        let linked = engine.link(compiled, ROLE, &spec.grants)?;
-        let pre = SchedulerPluginPre::new(linked.pre).map_err(|e| LoadError::Link {
-            reason: format!("{e:#}"),
-        })?;
-        let common = Common::new(engine, spec, compiled.digest.clone(), linked.needs_wasi);
+        let (common, pre) = super::prepare(engine, compiled, spec, ROLE, SchedulerPluginPre::new)?;
         let mut plugin = Self {
             common,
             pre,

@@ -156,19 +156,7 @@ impl PluginEngine {
     /// Compile (or load from the cache) a component. CPU-heavy for a large
     /// component on a cache miss: call it off any request path.
     pub fn compile(&self, wasm: &[u8]) -> Result<CompiledComponent, LoadError> {
-        if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
-            return Err(LoadError::Invalid {
-                reason: "the file does not start with the wasm magic bytes".into(),
-            });
-        }
-        // A core module has version 1 and layer 0; components have layer 1.
-        if wasm[4..8] == [1, 0, 0, 0] {
-            return Err(LoadError::Invalid {
-                reason: "this is a core wasm module, not a component; encode it with \
-                         `wit-component` (cargo xtask plugins does) first"
-                    .into(),
-            });
-        }
+        check_component_header(wasm)?;
         let digest = Digest::of(wasm);
         let (component, provenance) = self.inner.cache.load(self.engine(), wasm, &digest)?;
         let ty = component.component_type();
@@ -319,6 +307,24 @@ impl PluginEngine {
         let started = Instant::now();
         f(store).map_err(|e| classify(e, budget, started))
     }
+}
+
+/// Refuse what is clearly not a component before any decoding: wrong magic,
+/// or a core module (version 1, layer 0) rather than a component (layer 1).
+pub(crate) fn check_component_header(wasm: &[u8]) -> Result<(), LoadError> {
+    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+        return Err(LoadError::Invalid {
+            reason: "the file does not start with the wasm magic bytes".into(),
+        });
+    }
+    if wasm[4..8] == [1, 0, 0, 0] {
+        return Err(LoadError::Invalid {
+            reason: "this is a core wasm module, not a component; encode it with \
+                     `wit-component` (cargo xtask plugins does) first"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 fn classify(e: wasmtime::Error, budget: &Budget, started: Instant) -> CallError {

@@ -53,11 +53,7 @@ impl Inspection {
 /// Inspect wasm bytes. Errors: [`LoadError::Invalid`] for anything that is not a
 /// component, [`LoadError::WrongRole`] for a component exporting no Trellis role.
 pub fn inspect(bytes: &[u8]) -> Result<Inspection, LoadError> {
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(LoadError::Invalid {
-            reason: "the file does not start with the wasm magic bytes".into(),
-        });
-    }
+    crate::engine::check_component_header(bytes)?;
     let decoded = wit_component::decode(bytes).map_err(|e| LoadError::Invalid {
         reason: format!("{e:#}"),
     })?;

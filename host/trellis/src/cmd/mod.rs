@@ -1,7 +1,10 @@
 //! The command line.
 
+mod cluster;
 mod plugin_inspect;
 mod plugin_test;
+mod server;
+mod up;
 
 use std::process::ExitCode;
 
@@ -17,6 +20,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a single-node cluster on the embedded store.
+    Up(up::Args),
+    /// Run the API server on etcd (or the embedded store).
+    Server(server::Args),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -33,6 +40,8 @@ enum PluginCommand {
 /// Run the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Up(a) => up::run(a),
+        Command::Server(a) => server::run(a),
         Command::Plugin(PluginCommand::Inspect(a)) => plugin_inspect::run(a),
         Command::Plugin(PluginCommand::Test(a)) => plugin_test::run(a),
     }

@@ -1,0 +1,464 @@
+//! The server: accept connections, authenticate, route, authorize, dispatch,
+//! and shut down gracefully.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use trellis_store::Store;
+
+use crate::auth::{AllowAuthenticated, Attributes, Authorizer, TokenAuthenticator};
+use crate::error::ApiError;
+use crate::handlers::{list_body, Outcome, Render, Target};
+use crate::http::{self, Body, Query};
+use crate::registry;
+use crate::storage::Objects;
+use crate::util::now_rfc3339;
+
+/// Largest request body accepted (upstream: 3 MiB).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// Namespaces that always exist.
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Server settings.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Who may call.
+    pub authenticator: TokenAuthenticator,
+    /// What they may do.
+    pub authorizer: Arc<dyn Authorizer>,
+}
+
+impl ApiConfig {
+    /// Bearer tokens from `authenticator`, every authenticated user allowed.
+    pub fn new(authenticator: TokenAuthenticator) -> Self {
+        Self {
+            authenticator,
+            authorizer: Arc::new(AllowAuthenticated),
+        }
+    }
+}
+
+/// Shared by every request.
+pub struct State {
+    /// Objects in the store.
+    pub objects: Objects,
+    config: ApiConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The API server. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiServer {
+    state: Arc<State>,
+    shutdown_tx: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl ApiServer {
+    /// A server over `store`; makes the system namespaces and resumes the
+    /// deletion of namespaces that were terminating.
+    pub async fn new(store: Arc<dyn Store>, config: ApiConfig) -> Result<Self, ApiError> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let state = Arc::new(State {
+            objects: Objects::new(store),
+            config,
+            shutdown: rx,
+        });
+        let nsk = registry::by_kind("", "Namespace").expect("served");
+        for ns in SYSTEM_NAMESPACES {
+            let obj = json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now_rfc3339(),
+                             "labels": {"kubernetes.io/metadata.name": ns}},
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            });
+            match state.objects.create(nsk, "", ns, obj).await {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let all = state.objects.list(nsk, "", &Default::default()).await?;
+        for ns in all
+            .items
+            .iter()
+            .filter(|n| n["status"]["phase"] == "Terminating")
+        {
+            if let Some(name) = ns["metadata"]["name"].as_str() {
+                state.spawn_namespace_cleanup(name.to_string());
+            }
+        }
+        Ok(Self {
+            state,
+            shutdown_tx: Arc::new(tx),
+        })
+    }
+
+    /// Serve on `listener` until `shutdown` resolves, then stop accepting, end
+    /// watches, and give open requests up to 5 s to finish.
+    /// With `tls`, connections are TLS (what kubectl needs to send tokens).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let server = self.clone();
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let server = server.clone();
+                        async move { Ok::<_, Infallible>(server.handle(req).await) }
+                    });
+                    let builder = {
+                        let mut b = http1::Builder::new();
+                        b.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+                        b
+                    };
+                    match &acceptor {
+                        None => {
+                            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+                            tokio::spawn(async move {
+                                if let Err(e) = conn.await {
+                                    tracing::debug!(error = %e, "connection ended with an error");
+                                }
+                            });
+                        }
+                        Some(acceptor) => {
+                            // The handshake runs in the connection's task, bounded so a
+                            // silent client cannot hold it forever.
+                            let acceptor = acceptor.clone();
+                            let mut stop = self.state.shutdown.clone();
+                            tokio::spawn(async move {
+                                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(error = %e, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => return,
+                                };
+                                let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                                tokio::pin!(conn);
+                                tokio::select! {
+                                    r = conn.as_mut() => {
+                                        if let Err(e) = r {
+                                            tracing::debug!(error = %e, "connection ended with an error");
+                                        }
+                                    }
+                                    _ = stop.changed() => {
+                                        conn.as_mut().graceful_shutdown();
+                                        let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                                    }
+                                }
+                            });
+                        }
+                    }
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        let _ = self.shutdown_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+        Ok(())
+    }
+
+    /// Answer one request (any body type, so tests can call it without sockets).
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let span = tracing::debug_span!("request", %method, %path);
+        let _enter = span.enter();
+        match self.route(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                if e.code >= 500 {
+                    tracing::warn!(%method, %path, code = e.code, message = %e.message, "request failed");
+                }
+                http::error(&e)
+            }
+        }
+    }
+
+    async fn route<B>(&self, req: Request<B>) -> Result<Response<Body>, ApiError>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        let path = if path.is_empty() {
+            "/".to_string()
+        } else {
+            path
+        };
+        match path.as_str() {
+            "/healthz" | "/livez" | "/readyz" => {
+                return Ok(match self.state.objects.revision().await {
+                    Ok(_) => http::text(200, "ok"),
+                    Err(_) => http::text(503, "store unavailable"),
+                })
+            }
+            "/version" => return Ok(http::json(200, &crate::discovery::version())),
+            _ => {}
+        }
+        let auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let user = self
+            .state
+            .config
+            .authenticator
+            .authenticate(auth)
+            .ok_or_else(ApiError::unauthorized)?;
+
+        let segs: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(http::decode)
+            .collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        if req.method() == Method::GET {
+            if let Some(doc) = discovery_doc(&segs) {
+                return Ok(http::json(200, &doc));
+            }
+            if segs.first() == Some(&"openapi") {
+                return openapi(&segs[1..]);
+            }
+        }
+        let (group, version, rest) = match segs.as_slice() {
+            ["api", v, rest @ ..] => ("", *v, rest),
+            ["apis", g, v, rest @ ..] => (*g, *v, rest),
+            _ => return Err(ApiError::no_route(&path)),
+        };
+        let target = parse_target(group, version, rest).ok_or_else(|| ApiError::no_route(&path))?;
+        let q = Query::parse(req.uri().query());
+        let verb = verb_of(req.method(), &target, &q);
+        self.state
+            .config
+            .authorizer
+            .authorize(
+                &user,
+                &Attributes {
+                    verb,
+                    group,
+                    resource: target.kind.plural,
+                    subresource: &target.subresource,
+                    namespace: &target.namespace,
+                    name: &target.name,
+                },
+            )
+            .map_err(|reason| {
+                ApiError::forbidden(format!(
+                    "{} \"{}\" is forbidden: User \"{}\" cannot {verb} resource \"{}\" in API group \"{group}\": {reason}",
+                    target.kind.plural, target.name, user.name, target.kind.plural
+                ))
+            })?;
+        self.dispatch(req, target, q, verb).await
+    }
+
+    async fn dispatch<B>(
+        &self,
+        req: Request<B>,
+        t: Target,
+        q: Query,
+        verb: &str,
+    ) -> Result<Response<Body>, ApiError>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let st = &self.state;
+        let accept = req
+            .headers()
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let render = Render {
+            accept: &accept,
+            query: &q,
+        };
+        let body = http::read_body(req.into_body(), MAX_BODY_BYTES).await?;
+        let parsed = |body: &[u8]| http::decode_body(t.kind, &content_type, body);
+        let outcome = match verb {
+            "get" => Outcome {
+                body: render.object(t.kind, st.get(&t).await?),
+                code: 200,
+                warnings: vec![],
+            },
+            "list" => Outcome {
+                body: list_body(t.kind, st.list(&t, &q).await?, &render),
+                code: 200,
+                warnings: vec![],
+            },
+            "watch" => {
+                let content = if crate::table::is_table_request(&accept) {
+                    "application/json;as=Table;g=meta.k8s.io;v=v1"
+                } else {
+                    "application/json"
+                };
+                let (tx, resp) = http::streaming(content);
+                let t2 = t.clone();
+                tokio::spawn(crate::watch::run(
+                    st.objects.clone(),
+                    t2.kind,
+                    t2.namespace,
+                    q,
+                    accept,
+                    tx,
+                    st.shutdown.clone(),
+                ));
+                return Ok(resp);
+            }
+            "create" if t.subresource == "binding" => st.bind(&t, parsed(&body)?).await?,
+            "create" => st.create(&t, parsed(&body)?, &q).await?,
+            "update" => st.update(&t, parsed(&body)?, &q).await?,
+            "patch" => st.patch(&t, &content_type, &body, &q).await?,
+            "delete" => {
+                let options = if body.is_empty() {
+                    json!({})
+                } else {
+                    parsed(&body)?
+                };
+                st.delete(&t, &options, &q).await?
+            }
+            "deletecollection" => {
+                let options = if body.is_empty() {
+                    json!({})
+                } else {
+                    parsed(&body)?
+                };
+                st.delete_collection(&t, &options, &q).await?
+            }
+            other => return Err(ApiError::method_not_allowed(other, t.kind.plural)),
+        };
+        let mut resp = http::json(outcome.code, &outcome.body);
+        for w in outcome.warnings {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&w) {
+                resp.headers_mut().append("Warning", v);
+            }
+        }
+        Ok(resp)
+    }
+}
+
+fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
+    let collection = t.name.is_empty();
+    match *method {
+        Method::GET if collection && q.flag("watch") => "watch",
+        Method::GET if collection => "list",
+        Method::GET => "get",
+        Method::POST if collection => "create",
+        Method::POST if t.subresource == "binding" => "create",
+        Method::PUT if !collection => "update",
+        Method::PATCH if !collection => "patch",
+        Method::DELETE if collection => "deletecollection",
+        Method::DELETE => "delete",
+        _ => "unsupported",
+    }
+}
+
+/// `[namespaces/NS/]PLURAL[/NAME[/SUB]]` under a group-version.
+fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
+    let (namespace, rest): (&str, &[&str]) = match rest {
+        // /namespaces/NS/plural...: a namespaced resource (but not /namespaces/NS or /namespaces/NS/status).
+        ["namespaces", ns, plural, tail @ ..]
+            if !(group.is_empty()
+                && tail.is_empty()
+                && matches!(*plural, "status" | "finalize")) =>
+        {
+            let kind = registry::lookup(group, version, plural)?;
+            if !kind.namespaced {
+                return None;
+            }
+            (ns, &rest[2..])
+        }
+        _ => ("", rest),
+    };
+    let (plural, name, sub) = match rest {
+        [plural] => (*plural, "", ""),
+        [plural, name] => (*plural, *name, ""),
+        [plural, name, sub] => (*plural, *name, *sub),
+        _ => return None,
+    };
+    let kind = registry::lookup(group, version, plural)?;
+    let sub_ok = match sub {
+        "" => true,
+        "status" => kind.status,
+        "scale" => kind.scale,
+        "binding" => kind.kind == "Pod",
+        "finalize" => kind.kind == "Namespace",
+        _ => false,
+    };
+    if !sub_ok || (kind.namespaced && namespace.is_empty() && !name.is_empty()) {
+        return None;
+    }
+    Some(Target {
+        kind,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        subresource: if sub == "finalize" {
+            "status".into()
+        } else {
+            sub.to_string()
+        },
+    })
+}
+
+fn discovery_doc(segs: &[&str]) -> Option<Value> {
+    use crate::discovery as d;
+    match segs {
+        ["api"] => Some(d::core_versions()),
+        ["api", v] => d::resources("", v),
+        ["apis"] => Some(d::groups()),
+        ["apis", g] => d::group(g),
+        ["apis", g, v] => d::resources(g, v),
+        _ => None,
+    }
+}
+
+fn openapi(rest: &[&str]) -> Result<Response<Body>, ApiError> {
+    match rest {
+        ["v3"] => Ok(http::json(200, &crate::openapi::index())),
+        ["v3", path @ ..] => {
+            let p = path.join("/");
+            crate::openapi::group_version_doc(&p)
+                .map(|doc| http::json(200, &doc))
+                .ok_or_else(|| ApiError::no_route(&format!("/openapi/v3/{p}")))
+        }
+        _ => Err(ApiError::no_route("/openapi")),
+    }
+}

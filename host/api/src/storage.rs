@@ -1,0 +1,266 @@
+//! API objects in the store: one key per object (`Kind::store_key`), the value
+//! its JSON without `resourceVersion`, which is always the key's mod revision
+//! when read. Lists page with continue tokens that pin the list's revision, so
+//! every page of one list shows the same moment.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+use trellis_store::{KeyValue, RangeRequest, Store, StoreError};
+
+use crate::error::ApiError;
+use crate::registry::Kind;
+use crate::selectors::{FieldSelector, LabelSelector};
+
+/// How to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// `labelSelector`.
+    pub labels: Option<LabelSelector>,
+    /// `fieldSelector`.
+    pub fields: Option<FieldSelector>,
+    /// `limit` (0 = all).
+    pub limit: usize,
+    /// `continue`.
+    pub continue_token: Option<String>,
+    /// `resourceVersion` with `resourceVersionMatch=Exact`: read at that revision.
+    pub exact_revision: Option<i64>,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    /// Matching objects, in key order.
+    pub items: Vec<Value>,
+    /// The list's resource version.
+    pub revision: i64,
+    /// Token for the next page.
+    pub continue_token: Option<String>,
+}
+
+/// Objects of every kind, over one store.
+#[derive(Clone)]
+pub struct Objects {
+    store: Arc<dyn Store>,
+}
+
+fn encode_continue(revision: i64, next_key: &[u8]) -> String {
+    format!("{revision}.{}", hex::encode(next_key))
+}
+
+fn decode_continue(token: &str) -> Option<(i64, Vec<u8>)> {
+    let (rev, key) = token.split_once('.')?;
+    Some((rev.parse().ok()?, hex::decode(key).ok()?))
+}
+
+impl Objects {
+    /// Over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Decode a stored value, stamping its resource version.
+    pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
+        let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+            ApiError::internal(format!(
+                "stored object at {} is not JSON: {e}",
+                String::from_utf8_lossy(&kv.key)
+            ))
+        })?;
+        set_resource_version(&mut v, kv.mod_revision);
+        Ok(v)
+    }
+
+    fn encode(obj: &Value) -> Bytes {
+        let mut o = obj.clone();
+        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        Bytes::from(serde_json::to_vec(&o).expect("a Value always serializes"))
+    }
+
+    /// One object.
+    pub async fn get(&self, kind: &Kind, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.get_kv(kind, ns, name)
+            .await
+            .and_then(|kv| Self::decode(&kv))
+    }
+
+    async fn get_kv(&self, kind: &Kind, ns: &str, name: &str) -> Result<KeyValue, ApiError> {
+        let key = kind.store_key(ns, name);
+        match self.store.get(key.as_bytes()).await {
+            Ok(Some(kv)) => Ok(kv),
+            Ok(None) => Err(ApiError::not_found(kind, name)),
+            Err(e) => Err(ApiError::from_store(e, kind, name)),
+        }
+    }
+
+    /// One page of objects in `ns` ("" = all namespaces).
+    pub async fn list(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        opts: &ListOptions,
+    ) -> Result<ListPage, ApiError> {
+        let prefix = kind.store_namespace_prefix(ns);
+        let mut req = RangeRequest::prefix(prefix.clone().into_bytes());
+        let mut revision = opts.exact_revision.unwrap_or(0);
+        if let Some(token) = &opts.continue_token {
+            let (rev, key) = decode_continue(token)
+                .filter(|(_, k)| k.starts_with(prefix.as_bytes()))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "continue key is not valid: it was issued for another list or is malformed",
+                    )
+                })?;
+            revision = rev;
+            req.start = Bytes::from(key);
+        }
+        let mut items = Vec::new();
+        let want = opts.limit;
+        // Selectors filter after reading, so read in chunks until the page is full.
+        let chunk = if want == 0 { 0 } else { (want * 2).max(100) };
+        loop {
+            let mut r = req.clone();
+            r.limit = chunk;
+            r.revision = revision;
+            let resp = self.store.range(r).await.map_err(|e| match e {
+                StoreError::Compacted { .. } if opts.continue_token.is_some() => ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                ),
+                e => ApiError::from_store(e, kind, ""),
+            })?;
+            revision = resp.revision;
+            let more = resp.more;
+            let mut last_key: Option<Bytes> = None;
+            for kv in &resp.kvs {
+                if want != 0 && items.len() == want {
+                    // Page full: continue from this key.
+                    return Ok(ListPage {
+                        items,
+                        revision,
+                        continue_token: Some(encode_continue(revision, &kv.key)),
+                    });
+                }
+                last_key = Some(kv.key.clone());
+                let obj = Self::decode(kv)?;
+                if opts
+                    .labels
+                    .as_ref()
+                    .is_some_and(|s| !s.matches_object(&obj))
+                {
+                    continue;
+                }
+                if opts.fields.as_ref().is_some_and(|s| !s.matches(&obj)) {
+                    continue;
+                }
+                items.push(obj);
+            }
+            match (more, last_key) {
+                (true, Some(k)) => {
+                    let mut next = k.to_vec();
+                    next.push(0);
+                    if want != 0 && items.len() == want {
+                        return Ok(ListPage {
+                            items,
+                            revision,
+                            continue_token: Some(encode_continue(revision, &next)),
+                        });
+                    }
+                    req.start = Bytes::from(next);
+                }
+                _ => {
+                    return Ok(ListPage {
+                        items,
+                        revision,
+                        continue_token: None,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Store a new object (already fully prepared); returns it with its version.
+    pub async fn create(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
+        let key = kind.store_key(ns, name);
+        let rev = self
+            .store
+            .create(key.as_bytes(), Self::encode(&obj))
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, name))?;
+        set_resource_version(&mut obj, rev);
+        Ok(obj)
+    }
+
+    /// Replace an object if its version is still `expected`.
+    pub async fn replace(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        expected: i64,
+    ) -> Result<Value, ApiError> {
+        let key = kind.store_key(ns, name);
+        let rev = self
+            .store
+            .update(key.as_bytes(), Self::encode(&obj), expected)
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, name))?;
+        set_resource_version(&mut obj, rev);
+        Ok(obj)
+    }
+
+    /// Delete an object (if its version is still `expected`, when given).
+    pub async fn remove(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        expected: Option<i64>,
+    ) -> Result<Value, ApiError> {
+        let key = kind.store_key(ns, name);
+        let (rev, prev) = self
+            .store
+            .delete(key.as_bytes(), expected)
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, name))?;
+        let mut obj = Self::decode(&prev)?;
+        set_resource_version(&mut obj, rev);
+        Ok(obj)
+    }
+
+    /// The store's current revision.
+    pub async fn revision(&self) -> Result<i64, ApiError> {
+        self.store
+            .revision()
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))
+    }
+}
+
+/// Set `metadata.resourceVersion`.
+pub fn set_resource_version(obj: &mut Value, rev: i64) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+}
+
+/// `metadata.resourceVersion` as a number, if set and numeric.
+pub fn resource_version(obj: &Value) -> Option<i64> {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+}

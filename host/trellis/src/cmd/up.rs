@@ -1,0 +1,41 @@
+//! `trellis up [--data-dir DIR] [--listen ADDR:PORT]`: a single-node cluster on
+//! the embedded store (today the API server; the scheduler, controllers and
+//! agent join as they land).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+/// Arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where state, the token file and the kubeconfig live [default: ~/.local/share/trellis].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address of the API server (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let dir = args
+        .data_dir
+        .unwrap_or_else(super::cluster::default_data_dir);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let store = trellis_store::EmbeddedStore::open(dir.join("store"))
+            .await
+            .with_context(|| format!("opening the store in {}", dir.join("store").display()))?;
+        super::cluster::run(
+            Arc::new(store),
+            &dir,
+            args.listen,
+            "cluster (embedded store)",
+        )
+        .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

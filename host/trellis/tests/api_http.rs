@@ -1,0 +1,225 @@
+//! What kubectl cannot send: authentication, conflicts, bad input, watches
+//! from a resource version. Each answer is a Kubernetes `Status` with the right
+//! code, and the server stays healthy after each.
+
+mod common;
+
+use common::Cluster;
+use serde_json::{json, Value};
+
+fn status(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not a Status ({e}): {body}"))
+}
+
+#[test]
+fn anonymous_requests_are_refused() {
+    let c = Cluster::up();
+    let (code, body) = c.http(
+        "GET",
+        "/api/v1/namespaces",
+        None,
+        &[("Authorization", "Bearer wrong")],
+    );
+    assert_eq!(code, 401, "{body}");
+    assert_eq!(status(&body)["reason"], "Unauthorized");
+    // No Authorization at all: also 401 (the helper adds the token unless told otherwise).
+    let (code, _) = c.http("GET", "/api/v1/namespaces", None, &[("Authorization", "")]);
+    assert_eq!(code, 401);
+    // Health and version are public, as upstream.
+    assert_eq!(
+        c.http("GET", "/healthz", None, &[("Authorization", "")]).0,
+        200
+    );
+    let (code, body) = c.http("GET", "/version", None, &[("Authorization", "")]);
+    assert_eq!(code, 200);
+    assert_eq!(status(&body)["minor"], "32");
+}
+
+#[test]
+fn a_stale_update_is_a_409() {
+    let c = Cluster::up();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "1"}});
+    let (code, body) = c.http(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(cm.to_string().as_bytes()),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(code, 201, "{body}");
+    let created = status(&body);
+    let mut v1 = created.clone();
+    v1["data"]["a"] = json!("2");
+    let (code, body) = c.http(
+        "PUT",
+        "/api/v1/namespaces/default/configmaps/x",
+        Some(v1.to_string().as_bytes()),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(code, 200, "{body}");
+    // The same stale resourceVersion again.
+    v1["data"]["a"] = json!("3");
+    let (code, body) = c.http(
+        "PUT",
+        "/api/v1/namespaces/default/configmaps/x",
+        Some(v1.to_string().as_bytes()),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(code, 409, "{body}");
+    let s = status(&body);
+    assert_eq!(s["reason"], "Conflict");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("the object has been modified"),
+        "{s}"
+    );
+    // A second create is AlreadyExists.
+    let (code, body) = c.http(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(cm.to_string().as_bytes()),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(code, 409);
+    assert_eq!(status(&body)["reason"], "AlreadyExists");
+}
+
+#[test]
+fn bad_input_gets_the_right_status_and_the_server_stays_healthy() {
+    let c = Cluster::up();
+    let post = |path: &str, body: &[u8], ct: &str| {
+        c.http("POST", path, Some(body), &[("Content-Type", ct)])
+    };
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let huge = vec![b'a'; 3 * 1024 * 1024 + 10];
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let cases: Vec<(&str, u16, (u16, String))> = vec![
+        ("over 3 MiB", 413, post(cms, &huge, "application/json")),
+        ("malformed JSON", 400, post(cms, b"{\"metadata\": ", "application/json")),
+        ("malformed YAML", 400, post(cms, b"metadata: [\n  - a\n b: c", "application/yaml")),
+        ("deep nesting", 400, post(cms, deep.as_bytes(), "application/json")),
+        ("not an object", 400, post(cms, b"[1,2]", "application/json")),
+        ("unknown content type", 415, post(cms, b"x", "text/plain")),
+        ("no name", 422, post(cms, br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#, "application/json")),
+        ("bad name", 422, post(cms, br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#, "application/json")),
+        ("wrong kind", 400, post(cms, br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"}}"#, "application/json")),
+        ("pod without containers", 422, post("/api/v1/namespaces/default/pods", br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[]}}"#, "application/json")),
+        ("strict unknown field", 422, post(&format!("{cms}?fieldValidation=Strict"), br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"s"},"dataa":{}}"#, "application/json")),
+        ("no such resource", 404, c.http("GET", "/api/v1/widgets", None, &[])),
+        ("no such object", 404, c.http("GET", "/api/v1/namespaces/default/configmaps/none", None, &[])),
+        ("bad label selector", 400, c.http("GET", "/api/v1/namespaces/default/configmaps?labelSelector=a%20in%20(", None, &[])),
+    ];
+    for (what, want, (code, body)) in cases {
+        assert_eq!(code, want, "{what}: {body}");
+        let s = status(&body);
+        assert_eq!(s["kind"], "Status", "{what}: {body}");
+        assert_eq!(s["code"], want, "{what}: {body}");
+        assert_eq!(
+            c.http("GET", "/readyz", None, &[]).0,
+            200,
+            "unhealthy after {what}"
+        );
+    }
+    // 422s name the field.
+    let (_, body) = post(
+        "/api/v1/namespaces/default/pods",
+        br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[]}}"#,
+        "application/json",
+    );
+    let s = status(&body);
+    assert!(
+        s["details"]["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["field"] == "spec.containers"),
+        "{s}"
+    );
+}
+
+#[test]
+fn list_pages_and_watch_resumes_from_a_resource_version() {
+    let c = Cluster::up();
+    for i in 0..7 {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{i}")}});
+        assert_eq!(
+            c.http(
+                "POST",
+                "/api/v1/namespaces/default/configmaps",
+                Some(cm.to_string().as_bytes()),
+                &[("Content-Type", "application/json")]
+            )
+            .0,
+            201
+        );
+    }
+    let mut names = Vec::new();
+    let mut path = "/api/v1/namespaces/default/configmaps?limit=3".to_string();
+    loop {
+        let page = c.get_json(&path);
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 3);
+        names.extend(
+            items
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => {
+                path = format!("/api/v1/namespaces/default/configmaps?limit=3&continue={token}")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(names, (0..7).map(|i| format!("cm-{i}")).collect::<Vec<_>>());
+    let rv = c.get_json("/api/v1/namespaces/default/configmaps")["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.http(
+        "DELETE",
+        "/api/v1/namespaces/default/configmaps/cm-0",
+        None,
+        &[],
+    );
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late"}});
+    c.http(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(cm.to_string().as_bytes()),
+        &[("Content-Type", "application/json")],
+    );
+    let (code, body) = c.http(
+        "GET",
+        &format!(
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1"
+        ),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200);
+    let events: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("DELETED".into(), "cm-0".into()),
+            ("ADDED".into(), "late".into())
+        ]
+    );
+}

@@ -1,0 +1,297 @@
+//! The API server through the real kubectl, as a user drives it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Cluster;
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web, tier: front}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        ports: [{containerPort: 80}]
+"#;
+
+#[test]
+fn system_namespaces_exist_and_tables_print() {
+    let c = Cluster::up();
+    let out = c.ok(&["get", "namespaces"]);
+    assert!(out.starts_with("NAME"), "{out}");
+    for ns in ["default", "kube-system"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(ns) && l.contains("Active")),
+            "{out}"
+        );
+    }
+    let out = c.ok(&["get", "ns", "default", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(out, "Active");
+}
+
+#[test]
+fn apply_creates_then_configures() {
+    let c = Cluster::up();
+    let out = c.apply(DEPLOYMENT);
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+    let out = c.apply(
+        &DEPLOYMENT
+            .replace("replicas: 2", "replicas: 3")
+            .replace("nginx:1.25", "nginx:1.26"),
+    );
+    assert!(out.contains("deployment.apps/web configured"), "{out}");
+    let out = c.apply(
+        &DEPLOYMENT
+            .replace("replicas: 2", "replicas: 3")
+            .replace("nginx:1.25", "nginx:1.26"),
+    );
+    assert!(out.contains("deployment.apps/web unchanged"), "{out}");
+    let d: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "deployment", "web", "-o", "json"])).unwrap();
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.26"
+    );
+    assert_eq!(d["metadata"]["generation"], 2);
+    // Defaulting as upstream.
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    let yaml = c.ok(&["get", "deploy", "web", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: Deployment") && yaml.contains("image: nginx:1.26"),
+        "{yaml}"
+    );
+}
+
+#[test]
+fn get_with_label_and_field_selectors() {
+    let c = Cluster::up();
+    for (name, app) in [("a", "web"), ("b", "web"), ("c", "db")] {
+        c.ok(&[
+            "create",
+            "configmap",
+            name,
+            &format!("--from-literal=k={name}"),
+        ]);
+        c.ok(&["label", "configmap", name, &format!("app={app}")]);
+    }
+    let out = c.ok(&["get", "cm", "-l", "app=web", "-o", "name"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec!["configmap/a", "configmap/b"]
+    );
+    let out = c.ok(&["get", "cm", "-l", "app in (db)", "-o", "name"]);
+    assert_eq!(out.trim(), "configmap/c");
+    let out = c.ok(&[
+        "get",
+        "cm",
+        "--field-selector",
+        "metadata.name=b",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(out.trim(), "configmap/b");
+    let (code, _, err) = c.kubectl(&["get", "cm", "--field-selector", "data.k=a"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("\"data.k\" is not a known field selector"),
+        "{err}"
+    );
+}
+
+#[test]
+fn patch_label_annotate_scale() {
+    let c = Cluster::up();
+    c.apply(DEPLOYMENT);
+    c.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.27"}]}}}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"patched":"merge"}}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#,
+    ]);
+    c.ok(&["label", "deployment", "web", "team=blue"]);
+    c.ok(&["annotate", "deployment", "web", "owner=alice"]);
+    let d: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "deployment", "web", "-o", "json"])).unwrap();
+    let containers = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        containers.len(),
+        1,
+        "strategic merge keeps one container by name"
+    );
+    assert_eq!(containers[0]["image"], "nginx:1.27");
+    assert_eq!(containers[0]["ports"][0]["containerPort"], 80);
+    assert_eq!(d["metadata"]["labels"]["patched"], "merge");
+    assert_eq!(d["metadata"]["labels"]["team"], "blue");
+    assert_eq!(d["metadata"]["annotations"]["owner"], "alice");
+    assert_eq!(d["spec"]["replicas"], 4);
+    let out = c.ok(&["scale", "deployment", "web", "--replicas", "7"]);
+    assert!(out.contains("scaled"), "{out}");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "7"
+    );
+}
+
+#[test]
+fn describe_shows_an_object() {
+    let c = Cluster::up();
+    c.apply(DEPLOYMENT);
+    let out = c.ok(&["describe", "deployment", "web"]);
+    assert!(out.contains("Name:") && out.contains("web"), "{out}");
+    assert!(out.contains("nginx:1.25"), "{out}");
+}
+
+#[test]
+fn delete_by_name_label_and_all() {
+    let c = Cluster::up();
+    for n in ["a", "b", "c", "d"] {
+        c.ok(&["create", "configmap", n]);
+    }
+    c.ok(&["label", "cm", "b", "drop=yes"]);
+    let out = c.ok(&["delete", "configmap", "a"]);
+    assert!(out.contains("configmap \"a\" deleted"), "{out}");
+    c.ok(&["delete", "cm", "-l", "drop=yes"]);
+    let left = c.ok(&["get", "cm", "-o", "name"]);
+    assert_eq!(
+        left.lines().collect::<Vec<_>>(),
+        vec!["configmap/c", "configmap/d"]
+    );
+    c.ok(&["delete", "cm", "--all"]);
+    let (code, out, err) = c.kubectl(&["get", "cm"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.is_empty() && err.contains("No resources found"),
+        "{out}{err}"
+    );
+    let (code, _, err) = c.kubectl(&["get", "cm", "a"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("configmaps \"a\" not found"), "{err}");
+}
+
+#[test]
+fn deleting_a_namespace_deletes_its_content() {
+    let c = Cluster::up();
+    c.ok(&["create", "namespace", "team-a"]);
+    c.ok(&["create", "configmap", "cfg", "-n", "team-a"]);
+    c.apply(&DEPLOYMENT.replace("name: web", "name: web\n  namespace: team-a"));
+    c.ok(&[
+        "delete",
+        "namespace",
+        "team-a",
+        "--wait=true",
+        "--timeout=30s",
+    ]);
+    c.eventually("namespace gone", Duration::from_secs(30), || {
+        c.kubectl(&["get", "ns", "team-a"]).0 != 0
+    });
+    let body = c.get_json("/api/v1/namespaces/team-a/configmaps");
+    assert_eq!(body["items"].as_array().unwrap().len(), 0);
+    let body = c.get_json("/apis/apps/v1/namespaces/team-a/deployments");
+    assert_eq!(body["items"].as_array().unwrap().len(), 0);
+    // Creating in a namespace that does not exist is refused.
+    let (code, _, err) = c.kubectl(&["create", "configmap", "x", "-n", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("namespaces \"nope\" not found"), "{err}");
+}
+
+#[test]
+fn api_resources_and_explain() {
+    let c = Cluster::up();
+    let out = c.ok(&["api-resources"]);
+    for needle in [
+        "pods",
+        "deployments",
+        "leases",
+        "endpointslices",
+        "plugins",
+        "schedulerprofiles",
+        "admissionchains",
+        "horizontalpodautoscalers",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(needle)),
+            "{needle} missing:\n{out}"
+        );
+    }
+    let out = c.ok(&["explain", "deployment.spec.replicas"]);
+    assert!(out.contains("replicas") && out.contains("integer"), "{out}");
+    let out = c.ok(&["explain", "pods"]);
+    assert!(out.contains("KIND:") && out.contains("Pod"), "{out}");
+}
+
+#[test]
+fn watch_prints_changes() {
+    let c = Cluster::up();
+    c.ok(&["create", "configmap", "w1"]);
+    let mut child = std::process::Command::new(common::kubectl_binary())
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(["get", "configmaps", "-w", "--request-timeout=0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    c.ok(&["create", "configmap", "w2"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("w1")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("w2")), "{text}");
+}
+
+#[test]
+fn stops_cleanly_on_sigterm() {
+    let mut c = Cluster::up();
+    c.ok(&["create", "configmap", "kept"]);
+    assert!(c.stop(), "trellis did not exit cleanly:\n{}", c.output());
+    assert!(c.output().contains("trellis: stopped"), "{}", c.output());
+    // State survives a restart on the same data dir.
+    let dir = std::mem::replace(&mut c.dir, tempfile::tempdir().unwrap());
+    let c2 = Cluster::start(&["up"], Some(dir));
+    assert_eq!(
+        c2.ok(&["get", "cm", "kept", "-o", "name"]).trim(),
+        "configmap/kept"
+    );
+}

@@ -1,0 +1,348 @@
+//! A real `trellis up` on a free port, the real kubectl against it, and a raw
+//! HTTP client for what kubectl cannot send.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// kubectl as kubectl 1.32 (the version dispatcher picks by server version;
+/// call the 1.32 binary directly when it is there).
+pub fn kubectl_binary() -> PathBuf {
+    let pinned = Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.32");
+    if pinned.exists() {
+        return pinned.to_path_buf();
+    }
+    match which("kubectl") {
+        Some(p) => p,
+        None => panic!(
+            "kubectl is not installed: these tests need the real kubectl (CI={:?})",
+            std::env::var("CI").ok()
+        ),
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+/// A running `trellis up`, killed on drop.
+pub struct Cluster {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub addr: String,
+    pub token: String,
+    cache: tempfile::TempDir,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Cluster {
+    /// Start `trellis up` with a fresh data dir.
+    pub fn up() -> Self {
+        Self::start(&["up"], None)
+    }
+
+    /// Start the binary with `args` plus `--data-dir` and `--listen 127.0.0.1:0`.
+    pub fn start(args: &[&str], dir: Option<tempfile::TempDir>) -> Self {
+        let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start trellis");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(url) = line.split("listening on ").nth(1) {
+                        let _ = tx.send(url.trim().to_string());
+                    }
+                    output.lock().unwrap().push_str(&format!("{line}\n"));
+                }
+            });
+        }
+        {
+            let output = output.clone();
+            let stderr = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    output.lock().unwrap().push_str(&format!("{line}\n"));
+                }
+            });
+        }
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("trellis did not start; output:\n{}", output.lock().unwrap());
+            }
+        };
+        let addr = url.trim_start_matches("https://").to_string();
+        let tokens = std::fs::read_to_string(dir.path().join("tokens.csv")).unwrap();
+        let token = tokens
+            .lines()
+            .next()
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .to_string();
+        let c = Cluster {
+            child,
+            dir,
+            url,
+            addr,
+            token,
+            cache: tempfile::tempdir().unwrap(),
+            output,
+        };
+        c.eventually("/readyz answers 200", Duration::from_secs(30), || {
+            c.http("GET", "/readyz", None, &[]).0 == 200
+        });
+        c
+    }
+
+    /// Everything the server printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// Run kubectl; returns (exit code, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (i32, String, String) {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// Run kubectl with `stdin`.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        let mut cmd = Command::new(kubectl_binary());
+        cmd.arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run kubectl");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.kubectl(args);
+        assert_eq!(
+            code,
+            0,
+            "kubectl {args:?} failed:\n{out}\n{err}\nserver output:\n{}",
+            self.output()
+        );
+        out
+    }
+
+    /// `kubectl apply -f -` of a manifest; returns stdout.
+    pub fn apply(&self, manifest: &str) -> String {
+        let (code, out, err) = self.kubectl_stdin(&["apply", "-f", "-"], Some(manifest));
+        assert_eq!(
+            code,
+            0,
+            "kubectl apply failed:\n{out}\n{err}\nmanifest:\n{manifest}\nserver output:\n{}",
+            self.output()
+        );
+        out
+    }
+
+    /// A raw HTTP request with the admin token (unless `headers` has Authorization).
+    /// Returns (status, body).
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let tcp = TcpStream::connect(&self.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let conn =
+            rustls::ClientConnection::new(self.tls_client(), "127.0.0.1".try_into().unwrap())
+                .unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            req.push_str(&format!("Authorization: Bearer {}\r\n", self.token));
+        }
+        for (k, v) in headers {
+            if !v.is_empty() {
+                req.push_str(&format!("{k}: {v}\r\n"));
+            }
+        }
+        let body = body.unwrap_or(b"");
+        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        s.write_all(req.as_bytes()).unwrap();
+        let _ = s.write_all(body);
+        let _ = s.flush();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = match text.split_once("\r\n\r\n") {
+            Some((head, rest))
+                if head
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked") =>
+            {
+                dechunk(rest)
+            }
+            Some((_, rest)) => rest.to_string(),
+            None => String::new(),
+        };
+        (status, body)
+    }
+
+    /// A TLS client trusting only the cluster's CA.
+    fn tls_client(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        let pem = std::fs::read_to_string(self.dir.path().join("pki/ca.crt")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(base64_decode(&b64)))
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    /// JSON of a GET that must succeed.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (code, body) = self.http("GET", path, None, &[]);
+        assert_eq!(code, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Wait until `check` holds, failing after `patience`.
+    pub fn eventually(&self, what: &str, patience: Duration, mut check: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !check() {
+            if start.elapsed() > patience {
+                panic!(
+                    "not true after {patience:?}: {what}\nserver output:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop with SIGTERM and wait; returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(4) {
+        let n = chunk
+            .iter()
+            .fold(0u32, |acc, &c| (acc << 6) | val(c) as u32)
+            << (6 * (4 - chunk.len()));
+        let b = n.to_be_bytes();
+        out.extend_from_slice(&b[1..chunk.len()]);
+    }
+    out
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            out.push_str(&tail[..n.min(tail.len())]);
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}

@@ -223,7 +223,12 @@ impl fmt::Display for Report {
         let checks = self.cases.len() + usize::from(self.config_error.is_some());
         let failed = self.cases.iter().filter(|c| !c.failures.is_empty()).count()
             + usize::from(!self.failures.is_empty());
-        write!(f, "{} passed, {} failed", checks.saturating_sub(failed), failed)
+        write!(
+            f,
+            "{} passed, {} failed",
+            checks.saturating_sub(failed),
+            failed
+        )
     }
 }
 

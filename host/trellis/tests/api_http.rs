@@ -11,9 +11,7 @@ fn status(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not a Status ({e}): {body}"))
 }
 
-#[test]
-fn anonymous_requests_are_refused() {
-    let c = Cluster::up();
+fn anonymous_requests_are_refused(c: Cluster) {
     let (code, body) = c.http(
         "GET",
         "/api/v1/namespaces",
@@ -35,9 +33,7 @@ fn anonymous_requests_are_refused() {
     assert_eq!(status(&body)["minor"], "32");
 }
 
-#[test]
-fn a_stale_update_is_a_409() {
-    let c = Cluster::up();
+fn a_stale_update_is_a_409(c: Cluster) {
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "1"}});
     let (code, body) = c.http(
         "POST",
@@ -85,9 +81,7 @@ fn a_stale_update_is_a_409() {
     assert_eq!(status(&body)["reason"], "AlreadyExists");
 }
 
-#[test]
-fn bad_input_gets_the_right_status_and_the_server_stays_healthy() {
-    let c = Cluster::up();
+fn bad_input_gets_the_right_status_and_the_server_stays_healthy(c: Cluster) {
     let post = |path: &str, body: &[u8], ct: &str| {
         c.http("POST", path, Some(body), &[("Content-Type", ct)])
     };
@@ -138,9 +132,7 @@ fn bad_input_gets_the_right_status_and_the_server_stays_healthy() {
     );
 }
 
-#[test]
-fn list_pages_and_watch_resumes_from_a_resource_version() {
-    let c = Cluster::up();
+fn list_pages_and_watch_resumes_from_a_resource_version(c: Cluster) {
     for i in 0..7 {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{i}")}});
         assert_eq!(
@@ -223,3 +215,10 @@ fn list_pages_and_watch_resumes_from_a_resource_version() {
         ]
     );
 }
+
+common::on_both_stores!(
+    anonymous_requests_are_refused,
+    a_stale_update_is_a_409,
+    bad_input_gets_the_right_status_and_the_server_stays_healthy,
+    list_pages_and_watch_resumes_from_a_resource_version
+);

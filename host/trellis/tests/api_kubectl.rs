@@ -24,9 +24,7 @@ spec:
         ports: [{containerPort: 80}]
 "#;
 
-#[test]
-fn system_namespaces_exist_and_tables_print() {
-    let c = Cluster::up();
+fn system_namespaces_exist_and_tables_print(c: Cluster) {
     let out = c.ok(&["get", "namespaces"]);
     assert!(out.starts_with("NAME"), "{out}");
     for ns in ["default", "kube-system"] {
@@ -40,9 +38,7 @@ fn system_namespaces_exist_and_tables_print() {
     assert_eq!(out, "Active");
 }
 
-#[test]
-fn apply_creates_then_configures() {
-    let c = Cluster::up();
+fn apply_creates_then_configures(c: Cluster) {
     let out = c.apply(DEPLOYMENT);
     assert!(out.contains("deployment.apps/web created"), "{out}");
     let out = c.apply(
@@ -75,9 +71,7 @@ fn apply_creates_then_configures() {
     );
 }
 
-#[test]
-fn get_with_label_and_field_selectors() {
-    let c = Cluster::up();
+fn get_with_label_and_field_selectors(c: Cluster) {
     for (name, app) in [("a", "web"), ("b", "web"), ("c", "db")] {
         c.ok(&[
             "create",
@@ -111,9 +105,7 @@ fn get_with_label_and_field_selectors() {
     );
 }
 
-#[test]
-fn patch_label_annotate_scale() {
-    let c = Cluster::up();
+fn patch_label_annotate_scale(c: Cluster) {
     c.apply(DEPLOYMENT);
     c.ok(&[
         "patch",
@@ -172,18 +164,14 @@ fn patch_label_annotate_scale() {
     );
 }
 
-#[test]
-fn describe_shows_an_object() {
-    let c = Cluster::up();
+fn describe_shows_an_object(c: Cluster) {
     c.apply(DEPLOYMENT);
     let out = c.ok(&["describe", "deployment", "web"]);
     assert!(out.contains("Name:") && out.contains("web"), "{out}");
     assert!(out.contains("nginx:1.25"), "{out}");
 }
 
-#[test]
-fn delete_by_name_label_and_all() {
-    let c = Cluster::up();
+fn delete_by_name_label_and_all(c: Cluster) {
     for n in ["a", "b", "c", "d"] {
         c.ok(&["create", "configmap", n]);
     }
@@ -208,9 +196,7 @@ fn delete_by_name_label_and_all() {
     assert!(err.contains("configmaps \"a\" not found"), "{err}");
 }
 
-#[test]
-fn deleting_a_namespace_deletes_its_content() {
-    let c = Cluster::up();
+fn deleting_a_namespace_deletes_its_content(c: Cluster) {
     c.ok(&["create", "namespace", "team-a"]);
     c.ok(&["create", "configmap", "cfg", "-n", "team-a"]);
     c.apply(&DEPLOYMENT.replace("name: web", "name: web\n  namespace: team-a"));
@@ -234,9 +220,7 @@ fn deleting_a_namespace_deletes_its_content() {
     assert!(err.contains("namespaces \"nope\" not found"), "{err}");
 }
 
-#[test]
-fn api_resources_and_explain() {
-    let c = Cluster::up();
+fn api_resources_and_explain(c: Cluster) {
     let out = c.ok(&["api-resources"]);
     for needle in [
         "pods",
@@ -259,9 +243,7 @@ fn api_resources_and_explain() {
     assert!(out.contains("KIND:") && out.contains("Pod"), "{out}");
 }
 
-#[test]
-fn watch_prints_changes() {
-    let c = Cluster::up();
+fn watch_prints_changes(c: Cluster) {
     c.ok(&["create", "configmap", "w1"]);
     let mut child = std::process::Command::new(common::kubectl_binary())
         .arg("--kubeconfig")
@@ -295,3 +277,15 @@ fn stops_cleanly_on_sigterm() {
         "configmap/kept"
     );
 }
+
+common::on_both_stores!(
+    system_namespaces_exist_and_tables_print,
+    apply_creates_then_configures,
+    get_with_label_and_field_selectors,
+    patch_label_annotate_scale,
+    describe_shows_an_object,
+    delete_by_name_label_and_all,
+    deleting_a_namespace_deletes_its_content,
+    api_resources_and_explain,
+    watch_prints_changes
+);

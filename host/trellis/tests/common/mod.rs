@@ -42,12 +42,27 @@ pub struct Cluster {
     pub token: String,
     cache: tempfile::TempDir,
     output: std::sync::Arc<std::sync::Mutex<String>>,
+    /// What must outlive the server (the etcd it uses, and its runtime).
+    keep: Option<Box<dyn std::any::Any>>,
 }
 
 impl Cluster {
     /// Start `trellis up` with a fresh data dir.
     pub fn up() -> Self {
         Self::start(&["up"], None)
+    }
+
+    /// `trellis server` on a real etcd started for this test (None only when
+    /// etcd is missing outside CI; under CI=true that is a failure).
+    pub fn on_etcd() -> Option<Self> {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let etcd = rt.block_on(trellis_store::testing::EtcdServer::start_or_skip(
+            "API suite on etcd",
+        ))?;
+        let store = format!("etcd://{}", etcd.endpoint().trim_start_matches("http://"));
+        let mut c = Self::start(&["server", "--store", &store], None);
+        c.keep = Some(Box::new((etcd, rt)));
+        Some(c)
     }
 
     /// Start the binary with `args` plus `--data-dir` and `--listen 127.0.0.1:0`.
@@ -110,6 +125,7 @@ impl Cluster {
             token,
             cache: tempfile::tempdir().unwrap(),
             output,
+            keep: None,
         };
         c.eventually("/readyz answers 200", Duration::from_secs(30), || {
             c.http("GET", "/readyz", None, &[]).0 == 200
@@ -346,3 +362,18 @@ fn dechunk(s: &str) -> String {
     }
     out
 }
+
+/// Instantiate each `fn name(c: Cluster)` as a test on the embedded store
+/// (`trellis up`) and on etcd (`trellis server --store etcd://...`).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[test] fn $name() { super::$name(super::common::Cluster::up()) } )*
+        }
+        mod etcd {
+            $( #[test] fn $name() { if let Some(c) = super::common::Cluster::on_etcd() { super::$name(c) } } )*
+        }
+    };
+}
+pub use on_both_stores;

@@ -193,10 +193,21 @@ pub struct Verdicts {
 impl Verdicts {
     /// Stop after `max_feasible` feasible nodes (0 = never).
     pub fn new(max_feasible: u32) -> Self {
+        Self::with_capacity(max_feasible, 0)
+    }
+
+    /// Like [`Verdicts::new`], sized for `candidates` so the per-pod loop never
+    /// reallocates (a reallocation in a guest is a copy and may grow memory).
+    pub fn with_capacity(max_feasible: u32, candidates: usize) -> Self {
+        let feasible = if max_feasible == 0 {
+            candidates
+        } else {
+            candidates.min(max_feasible as usize)
+        };
         Self {
             max: max_feasible,
             out: FilterResult {
-                feasible: Vec::new(),
+                feasible: Vec::with_capacity(feasible),
                 rejected: Vec::new(),
                 reasons: Vec::new(),
             },

@@ -86,7 +86,7 @@ impl SchedulerPlugin for ZoneMaintenance {
         candidates: &[NodeId],
         max: u32,
     ) -> Result<FilterResult, PluginError> {
-        let mut v = Verdicts::new(max);
+        let mut v = Verdicts::with_capacity(max, candidates.len());
         for &id in candidates {
             if self.nodes.get(id)?.maintenance {
                 v.reject(id, MAINTENANCE, true);
@@ -98,10 +98,11 @@ impl SchedulerPlugin for ZoneMaintenance {
     }
 
     fn score(&mut self, _pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {
-        candidates
-            .iter()
-            .map(|&id| self.nodes.get(id).map(|f| f.score))
-            .collect()
+        let mut scores = Vec::with_capacity(candidates.len());
+        for &id in candidates {
+            scores.push(self.nodes.get(id)?.score);
+        }
+        Ok(scores)
     }
 }
 

@@ -10,7 +10,8 @@ use crate::http::Query;
 use crate::registry::{self, Kind};
 use crate::server::State;
 use crate::storage::{resource_version, ListOptions, ListPage};
-use crate::util::{now_rfc3339, now_unix, random_suffix, rfc3339};
+use crate::table::format_rfc3339 as rfc3339;
+use crate::util::{now_rfc3339, now_unix, random_suffix};
 use crate::{patch, selectors, table, validation};
 
 /// Where a request points.

@@ -11,7 +11,8 @@
 //! let store = Arc::new(trellis_store::EmbeddedStore::open("/tmp/trellis/store").await?);
 //! let server = ApiServer::new(store, ApiConfig::new(TokenAuthenticator::single("secret", "admin"))).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:6443").await?;
-//! server.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! let tls = trellis_api::pki::ensure(std::path::Path::new("/tmp/trellis/pki"), &[])?;
+//! server.serve(listener, Some(tls.server_config), async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
 //! ```
 

@@ -279,6 +279,7 @@ fn stops_cleanly_on_sigterm() {
 }
 
 common::on_both_stores!(
+    every_kind_applies_reads_and_deletes,
     system_namespaces_exist_and_tables_print,
     apply_creates_then_configures,
     get_with_label_and_field_selectors,
@@ -289,3 +290,118 @@ common::on_both_stores!(
     api_resources_and_explain,
     watch_prints_changes
 );
+
+/// (resource for kubectl, name, namespace or "") of every object in
+/// examples/manifests/every-kind.yaml.
+const EVERY_KIND: &[(&str, &str, &str)] = &[
+    ("namespace", "tour", ""),
+    ("node", "tour-node", ""),
+    ("pod", "web", "tour"),
+    ("service", "web", "tour"),
+    ("endpoints", "web", "tour"),
+    ("configmap", "settings", "tour"),
+    ("secret", "creds", "tour"),
+    ("serviceaccount", "robot", "tour"),
+    ("event", "web.1", "tour"),
+    ("resourcequota", "quota", "tour"),
+    ("limitrange", "limits", "tour"),
+    ("persistentvolume", "tour-pv", ""),
+    ("persistentvolumeclaim", "data", "tour"),
+    ("deployment.apps", "web", "tour"),
+    ("replicaset.apps", "web-rs", "tour"),
+    ("daemonset.apps", "agent", "tour"),
+    ("statefulset.apps", "db", "tour"),
+    ("job.batch", "once", "tour"),
+    ("cronjob.batch", "nightly", "tour"),
+    ("lease.coordination.k8s.io", "leader", "tour"),
+    ("horizontalpodautoscaler.autoscaling", "web", "tour"),
+    ("role.rbac.authorization.k8s.io", "reader", "tour"),
+    ("rolebinding.rbac.authorization.k8s.io", "reader", "tour"),
+    ("clusterrole.rbac.authorization.k8s.io", "tour-reader", ""),
+    (
+        "clusterrolebinding.rbac.authorization.k8s.io",
+        "tour-reader",
+        "",
+    ),
+    ("endpointslice.discovery.k8s.io", "web-abc", "tour"),
+    ("plugin.trellis.dev", "zone-maintenance", ""),
+    ("schedulerprofile.trellis.dev", "tour-scheduler", ""),
+    ("admissionchain.trellis.dev", "tour-chain", ""),
+];
+
+fn every_kind_applies_reads_and_deletes(c: Cluster) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/manifests/every-kind.yaml");
+    let manifest = std::fs::read_to_string(&path).unwrap();
+    let out = c.apply(&manifest);
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(" created")).count(),
+        EVERY_KIND.len(),
+        "{out}"
+    );
+    for (resource, name, ns) in EVERY_KIND {
+        let mut args = vec!["get", resource, name];
+        if !ns.is_empty() {
+            args.extend(["-n", ns]);
+        }
+        let table = c.ok(&args);
+        assert!(
+            table.starts_with("NAME") || table.starts_with("LAST SEEN"),
+            "{resource}: {table}"
+        );
+        // Events print no NAME column, as upstream.
+        assert!(
+            *resource == "event" || table.contains(name),
+            "{resource}: {table}"
+        );
+        args.extend(["-o", "json"]);
+        let obj: serde_json::Value = serde_json::from_str(&c.ok(&args)).unwrap();
+        assert_eq!(obj["metadata"]["name"], *name, "{resource}");
+        assert!(
+            obj["metadata"]["uid"].is_string() && obj["metadata"]["resourceVersion"].is_string(),
+            "{resource}: {obj}"
+        );
+    }
+    // Defaulting and conversions visible in stored objects.
+    let secret: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "secret", "creds", "-n", "tour", "-o", "json"]))
+            .unwrap();
+    assert_eq!(
+        secret["data"]["password"], "aHVudGVyMg==",
+        "stringData is merged into data"
+    );
+    let svc: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "svc", "web", "-n", "tour", "-o", "json"])).unwrap();
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+    assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
+    // Applying the same manifest again changes nothing, except the Secret:
+    // stringData is folded into data, so kubectl sees it as new each time,
+    // exactly as with upstream.
+    let out = c.apply(&manifest);
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(" unchanged")).count(),
+        EVERY_KIND.len() - 1,
+        "{out}"
+    );
+    assert!(out.contains("secret/creds configured"), "{out}");
+    // Deleting the namespace removes its content first, so the rest may be gone already.
+    let (code, out, err) = c.kubectl_stdin(
+        &["delete", "-f", "-", "--wait=false", "--ignore-not-found"],
+        Some(&manifest),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for (resource, name, ns) in EVERY_KIND.iter().filter(|(_, _, ns)| ns.is_empty()) {
+        if *resource == "namespace" {
+            continue;
+        }
+        let _ = ns;
+        c.eventually(
+            &format!("{resource} {name} deleted"),
+            Duration::from_secs(20),
+            || c.kubectl(&["get", resource, name]).0 != 0,
+        );
+    }
+    c.eventually("namespace tour deleted", Duration::from_secs(30), || {
+        c.kubectl(&["get", "ns", "tour"]).0 != 0
+    });
+}

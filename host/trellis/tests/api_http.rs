@@ -88,11 +88,22 @@ fn bad_input_gets_the_right_status_and_the_server_stays_healthy(c: Cluster) {
     let cms = "/api/v1/namespaces/default/configmaps";
     let huge = vec![b'a'; 3 * 1024 * 1024 + 10];
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    // A "billion laughs" alias bomb: 9 levels of 9 aliases.
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .iter()
+        .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+    {
+        bomb.push_str(&format!("{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+    }
     let cases: Vec<(&str, u16, (u16, String))> = vec![
         ("over 3 MiB", 413, post(cms, &huge, "application/json")),
         ("malformed JSON", 400, post(cms, b"{\"metadata\": ", "application/json")),
         ("malformed YAML", 400, post(cms, b"metadata: [\n  - a\n b: c", "application/yaml")),
         ("deep nesting", 400, post(cms, deep.as_bytes(), "application/json")),
+        ("YAML alias bomb", 400, post(cms, bomb.as_bytes(), "application/yaml")),
         ("not an object", 400, post(cms, b"[1,2]", "application/json")),
         ("unknown content type", 415, post(cms, b"x", "text/plain")),
         ("no name", 422, post(cms, br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#, "application/json")),
@@ -222,3 +233,63 @@ common::on_both_stores!(
     bad_input_gets_the_right_status_and_the_server_stays_healthy,
     list_pages_and_watch_resumes_from_a_resource_version
 );
+
+/// Once compaction has discarded the history a watch asks for, the watch
+/// answers with an ERROR event carrying a 410 Status, as upstream.
+#[test]
+fn a_watch_from_a_compacted_version_gets_410() {
+    let Some(c) = Cluster::on_etcd() else { return };
+    let cm = |n: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n}}).to_string()
+    };
+    c.http(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(cm("old").as_bytes()),
+        &[("Content-Type", "application/json")],
+    );
+    let rv: i64 = c.get_json("/api/v1/namespaces/default/configmaps")["metadata"]
+        ["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for i in 0..3 {
+        c.http(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some(cm(&format!("new-{i}")).as_bytes()),
+            &[("Content-Type", "application/json")],
+        );
+    }
+    let now: i64 = c.get_json("/api/v1/namespaces/default/configmaps")["metadata"]
+        ["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    c.compact_etcd(now);
+    let (code, body) = c.http(
+        "GET",
+        &format!(
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=2"
+        ),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200);
+    let first: Value = serde_json::from_str(body.lines().next().unwrap_or("{}")).unwrap();
+    assert_eq!(first["type"], "ERROR", "{body}");
+    assert_eq!(first["object"]["code"], 410, "{body}");
+    assert_eq!(first["object"]["reason"], "Expired", "{body}");
+    // A list at a compacted version is a 410 too.
+    let (code, body) = c.http(
+        "GET",
+        &format!(
+            "/api/v1/namespaces/default/configmaps?resourceVersion={rv}&resourceVersionMatch=Exact"
+        ),
+        None,
+        &[],
+    );
+    assert_eq!(code, 410, "{body}");
+}

@@ -65,6 +65,21 @@ impl Cluster {
         Some(c)
     }
 
+    /// Compact the etcd under an `on_etcd` cluster at `revision`.
+    pub fn compact_etcd(&self, revision: i64) {
+        let (etcd, rt) = self
+            .keep
+            .as_ref()
+            .and_then(|k| {
+                k.downcast_ref::<(trellis_store::testing::EtcdServer, tokio::runtime::Runtime)>()
+            })
+            .expect("an on_etcd cluster");
+        rt.block_on(async {
+            use trellis_store::Store;
+            etcd.store().await.unwrap().compact(revision).await.unwrap();
+        });
+    }
+
     /// Start the binary with `args` plus `--data-dir` and `--listen 127.0.0.1:0`.
     pub fn start(args: &[&str], dir: Option<tempfile::TempDir>) -> Self {
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());

@@ -255,6 +255,28 @@ fn main() {
         }
     }
 
+    println!("\n   boundary floor: test-misbehave (accepts every candidate, scores a constant; no per-node work)");
+    for &n in &[100usize, 1_000, 5_000] {
+        let nodes: Vec<host::Node> = (0..n).map(host_node).collect();
+        let spec = PluginSpec::new("floor")
+            .config(r#"{"mode":"ok","tag":1}"#)
+            .grants(trellis_plugin_host::Grants::none().with(trellis_plugin_host::Capability::Log));
+        let plugin = load_scheduler(&engine, "test-misbehave", spec);
+        let (_slot, mut session) = session_with(plugin, &nodes);
+        run_wasm(&mut session, n, 200, false);
+        let (t, _) = run_wasm(&mut session, n, 2_000, false);
+        let s = stats(t);
+        println!(
+            "{:>6} {:>8} {:>11} {:>9.2}µs {:>11} {:>9.2}µs",
+            n,
+            "all",
+            "-",
+            us(s.median),
+            "-",
+            us(s.p99)
+        );
+    }
+
     println!("\n== 2. one node change (upsert of a node with 10 labels), 5,000 nodes known ==");
     {
         let nodes: Vec<host::Node> = (0..5_000).map(host_node).collect();

@@ -228,6 +228,7 @@ fn list_pages_and_watch_resumes_from_a_resource_version(c: Cluster) {
 }
 
 common::on_both_stores!(
+    lifecycle_generate_name_status_binding_and_graceful_deletion,
     anonymous_requests_are_refused,
     a_stale_update_is_a_409,
     bad_input_gets_the_right_status_and_the_server_stays_healthy,
@@ -292,4 +293,136 @@ fn a_watch_from_a_compacted_version_gets_410() {
         &[],
     );
     assert_eq!(code, 410, "{body}");
+}
+
+fn post(c: &Cluster, path: &str, body: &Value) -> (u16, Value) {
+    let (code, text) = c.http(
+        "POST",
+        path,
+        Some(body.to_string().as_bytes()),
+        &[("Content-Type", "application/json")],
+    );
+    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn send(c: &Cluster, method: &str, path: &str, body: &Value, ct: &str) -> (u16, Value) {
+    let (code, text) = c.http(
+        method,
+        path,
+        Some(body.to_string().as_bytes()),
+        &[("Content-Type", ct)],
+    );
+    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn lifecycle_generate_name_status_binding_and_graceful_deletion(c: Cluster) {
+    let cms = "/api/v1/namespaces/default/configmaps";
+    // generateName, uid and timestamps.
+    let (code, made) = post(
+        &c,
+        cms,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "gen-"}}),
+    );
+    assert_eq!(code, 201, "{made}");
+    let name = made["metadata"]["name"].as_str().unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+    assert!(made["metadata"]["uid"].as_str().unwrap().len() == 36);
+    assert!(made["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+
+    // Finalizers hold a deletion until they are removed.
+    let (code, _) = post(
+        &c,
+        cms,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+    );
+    assert_eq!(code, 201);
+    let (code, body) = c.http("DELETE", &format!("{cms}/held"), None, &[]);
+    assert!(code == 200 || code == 202, "{body}");
+    let held = c.get_json(&format!("{cms}/held"));
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    let (code, body) = send(
+        &c,
+        "PATCH",
+        &format!("{cms}/held"),
+        &json!({"metadata": {"finalizers": null}}),
+        "application/merge-patch+json",
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        c.http("GET", &format!("{cms}/held"), None, &[]).0,
+        404,
+        "gone once its finalizers are"
+    );
+
+    // propagationPolicy=Orphan marks the object with the orphan finalizer.
+    post(
+        &c,
+        cms,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "orphaning"}}),
+    );
+    let opts = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Orphan"});
+    let (code, body) = send(
+        &c,
+        "DELETE",
+        &format!("{cms}/orphaning"),
+        &opts,
+        "application/json",
+    );
+    assert!(code == 200 || code == 202, "{body}");
+    let o = c.get_json(&format!("{cms}/orphaning"));
+    assert_eq!(o["metadata"]["finalizers"], json!(["orphan"]), "{o}");
+
+    // Pods: status only through /status, binding to a node, graceful deletion.
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}, "status": {"phase": "Running"}});
+    let (code, created) = post(&c, pods, &pod);
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        created["status"]["phase"], "Pending",
+        "status is the server's on create"
+    );
+    assert_eq!(created["spec"]["terminationGracePeriodSeconds"], 30);
+    let mut status = created.clone();
+    status["status"]["phase"] = json!("Running");
+    status["spec"]["activeDeadlineSeconds"] = json!(5);
+    let (code, updated) = send(
+        &c,
+        "PUT",
+        &format!("{pods}/p/status"),
+        &status,
+        "application/json",
+    );
+    assert_eq!(code, 200, "{updated}");
+    assert_eq!(updated["status"]["phase"], "Running");
+    assert!(
+        updated["spec"]["activeDeadlineSeconds"].is_null(),
+        "spec does not change through /status"
+    );
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}});
+    let (code, body) = post(&c, &format!("{pods}/p/binding"), &binding);
+    assert_eq!(code, 201, "{body}");
+    let bound = c.get_json(&format!("{pods}/p"));
+    assert_eq!(bound["spec"]["nodeName"], "n1");
+    let (code, body) = post(&c, &format!("{pods}/p/binding"), &binding);
+    assert_eq!(code, 409, "a pod binds once: {body}");
+    // A bound pod is deleted gracefully: it stays, marked, until its node (or a forced delete) ends it.
+    let (code, body) = c.http("DELETE", &format!("{pods}/p"), None, &[]);
+    assert!(code == 200 || code == 202, "{body}");
+    let terminating = c.get_json(&format!("{pods}/p"));
+    assert_eq!(
+        terminating["metadata"]["deletionGracePeriodSeconds"], 30,
+        "{terminating}"
+    );
+    let (code, _) = c.http(
+        "DELETE",
+        &format!("{pods}/p?gracePeriodSeconds=0"),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200);
+    assert_eq!(c.http("GET", &format!("{pods}/p"), None, &[]).0, 404);
 }

@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench -p trellis --bench api`.
 
+#[path = "../tests/common/tls.rs"]
+mod tls;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,49 +82,13 @@ fn start(dir: &Path) -> Server {
         .next()
         .unwrap()
         .to_string();
-    let pem = std::fs::read(dir.join("pki/ca.crt")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    let b64: String = String::from_utf8(pem)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(b64decode(&b64)))
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = tls::client_config(&std::fs::read_to_string(dir.join("pki/ca.crt")).unwrap());
     Server {
         child,
         addr,
         token,
-        tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        tls: tokio_rustls::TlsConnector::from(config),
     }
-}
-
-fn b64decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
-    let mut out = Vec::new();
-    for chunk in bytes.chunks(4) {
-        let n = chunk
-            .iter()
-            .fold(0u32, |acc, &c| (acc << 6) | val(c) as u32)
-            << (6 * (4 - chunk.len()));
-        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    out
 }
 
 struct Client {

@@ -22,7 +22,7 @@
 mod defaults;
 mod errors;
 mod meta;
-mod names;
+pub(crate) mod names;
 mod objects;
 mod pod;
 mod quantity;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -277,20 +279,7 @@ impl Cluster {
 
     /// A TLS client trusting only the cluster's CA.
     fn tls_client(&self) -> std::sync::Arc<rustls::ClientConfig> {
-        let pem = std::fs::read_to_string(self.dir.path().join("pki/ca.crt")).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        roots
-            .add(rustls::pki_types::CertificateDer::from(base64_decode(&b64)))
-            .unwrap();
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        std::sync::Arc::new(
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
+        tls::client_config(&std::fs::read_to_string(self.dir.path().join("pki/ca.crt")).unwrap())
     }
 
     /// JSON of a GET that must succeed.
@@ -338,27 +327,6 @@ impl Drop for Cluster {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
-    let mut out = Vec::new();
-    for chunk in bytes.chunks(4) {
-        let n = chunk
-            .iter()
-            .fold(0u32, |acc, &c| (acc << 6) | val(c) as u32)
-            << (6 * (4 - chunk.len()));
-        let b = n.to_be_bytes();
-        out.extend_from_slice(&b[1..chunk.len()]);
-    }
-    out
 }
 
 fn dechunk(s: &str) -> String {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use trellis_plugin_host::scheduler::{self as host, NodeId, SchedulerSession};
 use trellis_plugin_host::{EngineConfig, PluginEngine, PluginSpec};
 use trellis_sdk::scheduler::{self as sdk, SchedulerPlugin as _};
-use trellis_tests::{load_scheduler, read_plugin, session_with};
+use trellis_tests::{load_scheduler, session_with};
 use zone_maintenance::ZoneMaintenance;
 
 const CONFIG: &str = r#"{"preferredZones":["zone-1","zone-3"]}"#;

@@ -1,0 +1,79 @@
+//! A small Kubernetes API client for Trellis' own runtimes (scheduler,
+//! controllers, node agent, simulated nodes): reads a kubeconfig, speaks TLS
+//! with the cluster's CA and a bearer token, keeps a few keep-alive
+//! connections, and offers the verbs on JSON objects plus watch streams.
+//! Errors carry the server's `Status`, so callers decide by code
+//! (404, 409, 410) and never by message text.
+//!
+//! ```no_run
+//! use trellis_client::{Client, Resource, ListParams};
+//! # async fn demo() -> Result<(), trellis_client::ClientError> {
+//! let client = Client::from_kubeconfig("/var/lib/trellis/kubeconfig")?;
+//! let pods = Resource::new("", "v1", "pods", true);
+//! let list = client.list(&pods, "default", &ListParams::default().labels("app=web")).await?;
+//! let mut watch = client.watch(&pods, "default", &ListParams::default(), list.resource_version()).await?;
+//! while let Some(event) = watch.next().await? {
+//!     println!("{} {}", event.kind, event.object["metadata"]["name"]);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod kubeconfig;
+
+pub use client::{Client, ListParams, ObjectList, Patch, Resource, WatchEvent, WatchStream};
+pub use kubeconfig::{Kubeconfig, KubeconfigError};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a `Status` failure.
+    #[error("{code} {reason}: {message}")]
+    Api {
+        /// HTTP code (404, 409, 410, 422, ...).
+        code: u16,
+        /// `Status.reason`, e.g. "Conflict".
+        reason: String,
+        /// `Status.message`.
+        message: String,
+    },
+    /// Connecting, TLS or HTTP failed.
+    #[error("cannot reach the API server at {server}: {message}")]
+    Transport {
+        /// The server address.
+        server: String,
+        /// What failed.
+        message: String,
+    },
+    /// The answer was not the JSON expected.
+    #[error("unexpected answer from the API server: {0}")]
+    Decode(String),
+    /// The kubeconfig could not be used.
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+}
+
+impl ClientError {
+    /// The HTTP code of an API error.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// 404.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(404)
+    }
+
+    /// 409 (conflict or already exists).
+    pub fn is_conflict(&self) -> bool {
+        self.code() == Some(409)
+    }
+
+    /// 410: the resource version is too old; list again.
+    pub fn is_gone(&self) -> bool {
+        self.code() == Some(410)
+    }
+}

@@ -4,6 +4,7 @@ mod cluster;
 mod plugin_inspect;
 mod plugin_test;
 mod server;
+mod sim_nodes;
 mod up;
 
 use std::process::ExitCode;
@@ -27,6 +28,15 @@ enum Command {
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Simulated cluster members.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SimCommand {
+    /// Simulated nodes (like KWOK) that heartbeat and run the pods bound to them.
+    Nodes(sim_nodes::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(a) => up::run(a),
         Command::Server(a) => server::run(a),
+        Command::Sim(SimCommand::Nodes(a)) => sim_nodes::run(a),
         Command::Plugin(PluginCommand::Inspect(a)) => plugin_inspect::run(a),
         Command::Plugin(PluginCommand::Test(a)) => plugin_test::run(a),
     }

@@ -360,3 +360,29 @@ macro_rules! on_both_stores {
     };
 }
 pub use on_both_stores;
+
+/// A child process killed on drop (for `trellis sim nodes` and the like).
+pub struct Background(pub std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Cluster {
+    /// Start `trellis ARGS --kubeconfig <this cluster's>` in the background.
+    pub fn spawn(&self, args: &[&str]) -> Background {
+        Background(
+            Command::new(env!("CARGO_BIN_EXE_trellis"))
+                .args(args)
+                .arg("--kubeconfig")
+                .arg(self.kubeconfig())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start trellis"),
+        )
+    }
+}

@@ -255,7 +255,16 @@ impl Scheduler {
         self.queue.extend(pending);
     }
 
-    async fn event(&self, pod: &Value, ty: &str, reason: &str, message: &str) {
+    /// Record an event on `pod`. Borrows only the client and the name across
+    /// the await, so the scheduler itself need not be `Sync`.
+    async fn event(
+        client: &Client,
+        component: &str,
+        pod: &Value,
+        ty: &str,
+        reason: &str,
+        message: &str,
+    ) {
         let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
         let name = pod["metadata"]["name"].as_str().unwrap_or("");
         let now = trellis_client::now_rfc3339();
@@ -265,9 +274,9 @@ impl Scheduler {
             "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name, "uid": pod["metadata"]["uid"]},
             "reason": reason, "message": message, "type": ty, "count": 1,
             "firstTimestamp": now, "lastTimestamp": now,
-            "source": {"component": self.name}, "reportingComponent": self.name,
+            "source": {"component": component}, "reportingComponent": component,
         });
-        if let Err(e) = self.client.create(&events(), ns, &ev).await {
+        if let Err(e) = client.create(&events(), ns, &ev).await {
             tracing::warn!(error = %e, "cannot record an event");
         }
     }
@@ -356,7 +365,9 @@ impl Scheduler {
                         let mut bound = pod.clone();
                         bound["spec"]["nodeName"] = json!(node);
                         self.observe_pod("MODIFIED", &bound);
-                        self.event(
+                        Self::event(
+                            &self.client,
+                            &self.name,
                             &pod,
                             "Normal",
                             "Scheduled",
@@ -369,16 +380,24 @@ impl Scheduler {
                 }
             }
             Ok(Err(message)) | Err(message) => {
-                self.event(&pod, "Warning", "FailedScheduling", &message)
-                    .await;
+                Self::event(
+                    &self.client,
+                    &self.name,
+                    &pod,
+                    "Warning",
+                    "FailedScheduling",
+                    &message,
+                )
+                .await;
                 self.unschedulable.insert(pod_key(&pod), pod);
             }
         }
     }
 
-    /// Schedule until `shutdown` resolves.
+    /// Schedule until `shutdown` resolves. An error (the API server went away)
+    /// keeps the caches; calling `run` again lists afresh.
     pub async fn run(
-        mut self,
+        &mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), SchedulerError> {
         tokio::pin!(shutdown);

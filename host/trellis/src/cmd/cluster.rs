@@ -63,12 +63,75 @@ fn kubeconfig(server: &str, ca_pem: &str, token: &str) -> String {
     )
 }
 
+/// Upstream's default scheduler plugins, in chain order, with their score weights.
+const DEFAULT_PLUGINS: &[(&str, i64)] = &[
+    ("node-name", 0),
+    ("node-unschedulable", 0),
+    ("taint-toleration", 3),
+    ("node-affinity", 2),
+    ("node-resources-fit", 1),
+    ("node-resources-balanced-allocation", 1),
+    ("pod-topology-spread", 2),
+    ("image-locality", 1),
+];
+
+/// Where built plugin components are: `TRELLIS_PLUGIN_DIR`, else `build/plugins`.
+pub fn default_plugin_dir() -> PathBuf {
+    std::env::var_os("TRELLIS_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("build/plugins"))
+}
+
+/// The `default-scheduler` profile from the default plugins found in `dir`
+/// (missing ones are skipped with a warning); `None` when there are none.
+fn default_profile(dir: &Path, cache: &Path) -> anyhow::Result<Option<trellis_scheduler::Profile>> {
+    use trellis_plugin_host::scheduler::SchedulerPlugin;
+    let engine = trellis_plugin_host::PluginEngine::new(trellis_plugin_host::EngineConfig {
+        cache_dir: Some(cache.to_path_buf()),
+        ..Default::default()
+    })?;
+    let mut profile = trellis_scheduler::Profile::new("default-scheduler");
+    let mut loaded = Vec::new();
+    for (name, weight) in DEFAULT_PLUGINS {
+        let path = dir.join(format!("{name}.wasm"));
+        let Ok(wasm) = std::fs::read(&path) else {
+            tracing::warn!(plugin = name, path = %path.display(), "default scheduler plugin not found; the profile runs without it");
+            continue;
+        };
+        let plugin =
+            SchedulerPlugin::load(&engine, &wasm, trellis_plugin_host::PluginSpec::new(*name))
+                .with_context(|| format!("loading {}", path.display()))?;
+        profile = profile.with(trellis_scheduler::ProfilePlugin::new(plugin, *weight));
+        loaded.push(*name);
+    }
+    if loaded.is_empty() {
+        return Ok(None);
+    }
+    println!(
+        "trellis: scheduler profile default-scheduler: {}",
+        loaded.join(", ")
+    );
+    Ok(Some(profile))
+}
+
 /// Run the API server over `store` until Ctrl-C or SIGTERM.
 pub async fn run(
     store: Arc<dyn Store>,
     data_dir: &Path,
     listen: SocketAddr,
     what: &str,
+) -> anyhow::Result<()> {
+    run_with(store, data_dir, listen, what, None).await
+}
+
+/// Run the API server and, given a plugin folder, the scheduler beside it,
+/// until Ctrl-C or SIGTERM.
+pub async fn run_with(
+    store: Arc<dyn Store>,
+    data_dir: &Path,
+    listen: SocketAddr,
+    what: &str,
+    plugin_dir: Option<&Path>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -101,8 +164,43 @@ pub async fn run(
     println!("  export KUBECONFIG={}", kubeconfig_path.display());
     println!("  kubectl get namespaces");
     println!();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = match plugin_dir.map(|d| (d, default_profile(d, &data_dir.join("artifacts")))) {
+        Some((_, Err(e))) => return Err(e),
+        Some((_, Ok(Some(profile)))) => {
+            let client = trellis_client::Client::from_kubeconfig(&kubeconfig_path)?;
+            let rx = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                let mut sched = trellis_scheduler::Scheduler::new(client, profile);
+                loop {
+                    let mut stop = rx.clone();
+                    match sched
+                        .run(async move {
+                            let _ = stop.changed().await;
+                        })
+                        .await
+                    {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the scheduler lost the API server; retrying");
+                            let mut stop = rx.clone();
+                            tokio::select! {
+                                _ = stop.changed() => return,
+                                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                            }
+                        }
+                    }
+                }
+            }))
+        }
+        Some((dir, Ok(None))) => {
+            println!("trellis: no scheduler plugins in {}; pods stay unscheduled (run `cargo xtask plugins`)", dir.display());
+            None
+        }
+        None => None,
+    };
     println!("Press Ctrl-C to stop.");
-    let shutdown = async {
+    tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         tokio::select! {
@@ -110,10 +208,17 @@ pub async fn run(
             _ = term.recv() => {}
         }
         println!("trellis: stopping");
-    };
+        let _ = stop_tx.send(true);
+    });
+    let mut rx = stop_rx.clone();
     server
-        .serve(listener, Some(pki.server_config), shutdown)
+        .serve(listener, Some(pki.server_config), async move {
+            let _ = rx.changed().await;
+        })
         .await?;
+    if let Some(s) = scheduler {
+        let _ = s.await;
+    }
     println!("trellis: stopped");
     Ok(())
 }

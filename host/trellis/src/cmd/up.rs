@@ -18,6 +18,9 @@ pub struct Args {
     /// Address of the API server (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Where the plugin components are [default: $TRELLIS_PLUGIN_DIR, else build/plugins].
+    #[arg(long)]
+    plugin_dir: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -29,11 +32,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let store = trellis_store::EmbeddedStore::open(dir.join("store"))
             .await
             .with_context(|| format!("opening the store in {}", dir.join("store").display()))?;
-        super::cluster::run(
+        let plugins = args
+            .plugin_dir
+            .unwrap_or_else(super::cluster::default_plugin_dir);
+        super::cluster::run_with(
             Arc::new(store),
             &dir,
             args.listen,
             "cluster (embedded store)",
+            Some(&plugins),
         )
         .await
     })?;

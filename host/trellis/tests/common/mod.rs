@@ -359,6 +359,7 @@ macro_rules! on_both_stores {
         }
     };
 }
+#[allow(unused_imports)]
 pub use on_both_stores;
 
 /// A child process killed on drop (for `trellis sim nodes` and the like).

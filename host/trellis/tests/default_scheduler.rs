@@ -1,0 +1,120 @@
+//! `trellis up` schedules with upstream's default plugins as Wasm components:
+//! pods with nodeSelector, tolerations, node affinity and resource requests
+//! land where upstream would put them, and a pod that fits nowhere gets a
+//! FailedScheduling event worded like upstream's.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Cluster;
+
+fn node_of(c: &Cluster, pod: &str) -> String {
+    c.kubectl(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
+        .1
+}
+
+fn failed_message(c: &Cluster, pod: &str) -> String {
+    c.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod},reason=FailedScheduling"),
+        "-o",
+        "jsonpath={.items[0].message}",
+    ])
+    .1
+}
+
+#[test]
+fn the_default_profile_places_pods_like_upstream() {
+    let plugins = trellis_testkit::plugin_dir();
+    assert!(
+        plugins.join("node-affinity.wasm").exists(),
+        "run `cargo xtask plugins` first"
+    );
+    let c = Cluster::start(&["up", "--plugin-dir", plugins.to_str().unwrap()], None);
+    c.eventually(
+        "the scheduler's profile is announced",
+        Duration::from_secs(60),
+        || c.output().contains("scheduler profile default-scheduler:"),
+    );
+    for needed in [
+        "node-name",
+        "taint-toleration",
+        "node-affinity",
+        "node-resources-fit",
+    ] {
+        assert!(
+            c.output().contains(needed),
+            "{needed} missing from the profile:\n{}",
+            c.output()
+        );
+    }
+    let _cpu = c.spawn(&["sim", "nodes", "--count", "3", "--zones", "3", "--cpu", "4"]);
+    let _gpu = c.spawn(&[
+        "sim",
+        "nodes",
+        "--prefix",
+        "gpu",
+        "--count",
+        "1",
+        "--zones",
+        "0",
+        "--label",
+        "accelerator=gpu",
+        "--taint",
+        "gpu=true:NoSchedule",
+    ]);
+    c.eventually("4 nodes", Duration::from_secs(30), || {
+        c.kubectl(&["get", "nodes", "--no-headers"])
+            .1
+            .lines()
+            .count()
+            == 4
+    });
+
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: wants-gpu}\nspec:\n  nodeSelector: {accelerator: gpu}\n  containers: [{name: app, image: cuda}]\n",
+    );
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: gpu-ok}\nspec:\n  nodeSelector: {accelerator: gpu}\n  tolerations: [{key: gpu, operator: Equal, value: \"true\", effect: NoSchedule}]\n  containers: [{name: app, image: cuda}]\n",
+    );
+    c.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: plain}\nspec:\n  containers: [{name: app, image: nginx}]\n");
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: zone-one}\nspec:\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms: [{matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [zone-1]}]}]\n  containers: [{name: app, image: nginx}]\n",
+    );
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: huge}\nspec:\n  containers: [{name: app, image: nginx, resources: {requests: {cpu: \"64\"}}}]\n",
+    );
+
+    c.eventually("gpu-ok on the gpu node", Duration::from_secs(30), || {
+        node_of(&c, "gpu-ok") == "gpu-00001"
+    });
+    c.eventually("plain placed", Duration::from_secs(30), || {
+        node_of(&c, "plain").starts_with("sim-node-")
+    });
+    c.eventually("zone-one in zone-1", Duration::from_secs(30), || {
+        node_of(&c, "zone-one") == "sim-node-00002"
+    });
+    c.eventually("wants-gpu refused", Duration::from_secs(30), || {
+        !failed_message(&c, "wants-gpu").is_empty()
+    });
+    assert_eq!(
+        failed_message(&c, "wants-gpu"),
+        "0/4 nodes are available: 1 node(s) had untolerated taint {gpu: true}, 3 node(s) didn't match Pod's node affinity/selector."
+    );
+    c.eventually("huge refused", Duration::from_secs(30), || {
+        !failed_message(&c, "huge").is_empty()
+    });
+    assert_eq!(
+        failed_message(&c, "huge"),
+        "0/4 nodes are available: 1 node(s) had untolerated taint {gpu: true}, 3 Insufficient cpu."
+    );
+    assert_eq!(node_of(&c, "wants-gpu"), "");
+    let described = c.ok(&["describe", "pod", "huge"]);
+    assert!(
+        described.contains("FailedScheduling") && described.contains("3 Insufficient cpu"),
+        "{described}"
+    );
+}

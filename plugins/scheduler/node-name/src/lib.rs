@@ -1,0 +1,59 @@
+//! Upstream's `NodeName` filter as a Wasm component: when a pod sets
+//! `spec.nodeName`, only the node of that name is feasible.
+//!
+//! Node names are interned at upsert time, so the per-pod loop compares one
+//! integer per candidate.
+
+use trellis_sdk::scheduler::*;
+
+/// Upstream's `ErrReason`.
+const ERR_REASON: &str = "node(s) didn't match the requested node name";
+
+/// The plugin: the interned name of every node.
+#[derive(Default)]
+pub struct NodeName {
+    names: Interner,
+    nodes: NodeTable<u32>,
+}
+
+impl SchedulerPlugin for NodeName {
+    fn info() -> PluginInfo {
+        plugin_info("NodeName", env!("CARGO_PKG_VERSION"), Phases::FILTER)
+    }
+
+    fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {
+        let name = self.names.intern(&node.name);
+        self.nodes.insert(id, name);
+        Ok(())
+    }
+
+    fn remove_node(&mut self, id: NodeId) {
+        self.nodes.remove(id);
+    }
+
+    fn filter(
+        &mut self,
+        pod: &Pod,
+        candidates: &[NodeId],
+        max: u32,
+    ) -> Result<FilterResult, PluginError> {
+        // `None`: no restriction. `Some(None)`: a name no node ever had.
+        let wanted = pod.node_name.as_deref().map(|n| self.names.get(n));
+        let mut v = Verdicts::with_capacity(max, candidates.len());
+        for &id in candidates {
+            let name = *self.nodes.get(id)?;
+            let fits = match wanted {
+                None => true,
+                Some(w) => w == Some(name),
+            };
+            if !fits {
+                v.reject(id, ERR_REASON, true);
+            } else if v.accept(id) {
+                break;
+            }
+        }
+        Ok(v.finish())
+    }
+}
+
+trellis_sdk::export_scheduler!(NodeName);

@@ -1,0 +1,62 @@
+//! Upstream's `NodeUnschedulable` filter as a Wasm component: a node with
+//! `spec.unschedulable` (cordoned) is refused unless the pod tolerates the
+//! taint `node.kubernetes.io/unschedulable:NoSchedule`.
+
+use trellis_sdk::scheduler::*;
+use trellis_sdk::taints::tolerates;
+
+/// Upstream's `ErrReasonUnschedulable`.
+const ERR_REASON: &str = "node(s) were unschedulable";
+
+/// The taint a pod must tolerate to land on a cordoned node (`v1.TaintNodeUnschedulable`).
+const TAINT_KEY: &str = "node.kubernetes.io/unschedulable";
+
+/// The plugin: whether each node is unschedulable.
+#[derive(Default)]
+pub struct NodeUnschedulable {
+    nodes: NodeTable<bool>,
+}
+
+impl SchedulerPlugin for NodeUnschedulable {
+    fn info() -> PluginInfo {
+        plugin_info(
+            "NodeUnschedulable",
+            env!("CARGO_PKG_VERSION"),
+            Phases::FILTER,
+        )
+    }
+
+    fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {
+        self.nodes.insert(id, node.unschedulable);
+        Ok(())
+    }
+
+    fn remove_node(&mut self, id: NodeId) {
+        self.nodes.remove(id);
+    }
+
+    fn filter(
+        &mut self,
+        pod: &Pod,
+        candidates: &[NodeId],
+        max: u32,
+    ) -> Result<FilterResult, PluginError> {
+        let taint = Taint {
+            key: TAINT_KEY.to_string(),
+            value: String::new(),
+            effect: TaintEffect::NoSchedule,
+        };
+        let tolerated = pod.tolerations.iter().any(|t| tolerates(t, &taint));
+        let mut v = Verdicts::with_capacity(max, candidates.len());
+        for &id in candidates {
+            if *self.nodes.get(id)? && !tolerated {
+                v.reject(id, ERR_REASON, true);
+            } else if v.accept(id) {
+                break;
+            }
+        }
+        Ok(v.finish())
+    }
+}
+
+trellis_sdk::export_scheduler!(NodeUnschedulable);

@@ -1,0 +1,367 @@
+//! Upstream kube-scheduler's `PodTopologySpread` as a Trellis scheduler
+//! plugin, for the pod's own `topologySpreadConstraints` (cluster-level
+//! default constraints are not applied).
+//!
+//! Matching pods (same namespace, the constraint's label selector) are counted
+//! per topology domain (the value of the node label `topologyKey`) over the
+//! nodes that carry every topology key of the pod's constraints of that kind
+//! and match the pod's `nodeSelector` and required node affinity (upstream's
+//! default `nodeAffinityPolicy: Honor`; taints are ignored, as upstream's
+//! default `nodeTaintsPolicy: Ignore`).
+//!
+//! **Filter** (`DoNotSchedule` constraints): a node without the topology key
+//! is refused as unresolvable; a node where `count in its domain + (1 if the
+//! pod matches the selector) - global minimum > maxSkew` is refused as
+//! resolvable. With fewer domains than `minDomains` the global minimum is 0.
+//!
+//! **Score** (`ScheduleAnyway` constraints): per node, the sum over
+//! constraints of `count × ln(domains + 2) + (maxSkew - 1)`, rounded; domains
+//! counted among the scored candidates (for `kubernetes.io/hostname`, the
+//! number of candidates, and the count is the node's own pods). Normalized as
+//! upstream: `100 × (max + min - s) / max` (100 for all when `max` is 0);
+//! candidates missing a topology key get 0.
+//!
+//! Config: `{}`, or `{"defaultingType": "List", "defaultConstraints": []}`;
+//! default constraints are refused since they need the pod's owners.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use trellis_sdk::scheduler::*;
+use trellis_sdk::selectors::{node_selector_matches, node_selector_term_matches, selector_matches};
+use trellis_sdk::{LabelSelector, TopologySpreadConstraint, UnsatisfiableAction};
+
+const NOT_MATCH: &str = "node(s) didn't match pod topology spread constraints";
+const MISSING_LABEL: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
+const HOSTNAME: &str = "kubernetes.io/hostname";
+
+/// A pod placed on a node, as far as spreading cares.
+#[derive(Debug, Clone)]
+struct Placed {
+    uid: String,
+    namespace: String,
+    labels: Vec<Label>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct NodeInfo {
+    name: String,
+    labels: Vec<Label>,
+    pods: Vec<Placed>,
+}
+
+/// The plugin.
+#[derive(Default)]
+pub struct PodTopologySpread {
+    nodes: NodeTable<NodeInfo>,
+    /// Which node each placed pod is on, for `forget-pod` and replacement.
+    pod_nodes: HashMap<String, NodeId>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Config {
+    #[serde(default)]
+    default_constraints: Vec<serde_json::Value>,
+    defaulting_type: Option<String>,
+}
+
+/// Whether `sel` (upstream's parsed selector) matches `labels`: an absent
+/// selector matches nothing.
+fn sel_matches(sel: Option<&LabelSelector>, labels: &[Label]) -> bool {
+    sel.is_some_and(|s| selector_matches(s, labels))
+}
+
+/// Upstream's `countPodsMatchSelector`: an absent or empty selector counts
+/// nothing; only pods of the pod's namespace count.
+fn count_matching(pods: &[Placed], sel: Option<&LabelSelector>, ns: &str) -> i64 {
+    let Some(sel) = sel else { return 0 };
+    if sel.match_labels.is_empty() && sel.match_expressions.is_empty() {
+        return 0;
+    }
+    pods.iter()
+        .filter(|p| p.namespace == ns && selector_matches(sel, &p.labels))
+        .count() as i64
+}
+
+/// The pod's `nodeSelector` and required node affinity (upstream's
+/// `GetRequiredNodeAffinity(pod).Match(node)`).
+fn required_affinity_matches(pod: &Pod, node: &NodeInfo) -> bool {
+    if !node_selector_matches(&pod.node_selector, &node.labels) {
+        return false;
+    }
+    match &pod.node_affinity {
+        Some(a) if !a.required.is_empty() => a
+            .required
+            .iter()
+            .any(|t| node_selector_term_matches(t, &node.labels, &node.name)),
+        _ => true,
+    }
+}
+
+fn has_all_keys(labels: &[Label], constraints: &[&TopologySpreadConstraint]) -> bool {
+    constraints
+        .iter()
+        .all(|c| label_value(labels, &c.topology_key).is_some())
+}
+
+impl PodTopologySpread {
+    fn forget(&mut self, uid: &str) {
+        if let Some(id) = self.pod_nodes.remove(uid) {
+            if let Ok(n) = self.nodes.get_mut(id) {
+                if let Some(i) = n.pods.iter().position(|p| p.uid == uid) {
+                    n.pods.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    /// Matching pods per domain for each constraint, over eligible nodes; for
+    /// scoring, only domains already present in `domains` are counted.
+    fn count_domains<'a>(
+        &'a self,
+        pod: &Pod,
+        constraints: &[&TopologySpreadConstraint],
+        counts: &mut [HashMap<&'a str, i64>],
+        only_known: bool,
+    ) {
+        for (_, node) in self.nodes.iter() {
+            if !has_all_keys(&node.labels, constraints) || !required_affinity_matches(pod, node) {
+                continue;
+            }
+            for (i, c) in constraints.iter().enumerate() {
+                if only_known && c.topology_key == HOSTNAME {
+                    continue;
+                }
+                let value = label_value(&node.labels, &c.topology_key).unwrap_or_default();
+                let n = count_matching(&node.pods, c.label_selector.as_ref(), &pod.namespace);
+                if only_known {
+                    if let Some(v) = counts[i].get_mut(value) {
+                        *v += n;
+                    }
+                } else {
+                    *counts[i].entry(value).or_insert(0) += n;
+                }
+            }
+        }
+    }
+}
+
+impl SchedulerPlugin for PodTopologySpread {
+    fn info() -> PluginInfo {
+        plugin_info("PodTopologySpread", "0.1.0", Phases::FILTER | Phases::SCORE)
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), PluginError> {
+        let c: Config = serde_json::from_str(config).map_err(|e| {
+            PluginError::InvalidConfig(format!("invalid PodTopologySpread configuration: {e}"))
+        })?;
+        if !c.default_constraints.is_empty() {
+            return Err(PluginError::InvalidConfig(
+                "defaultConstraints: cluster-level default constraints are not supported; only the pod's own topologySpreadConstraints apply".into(),
+            ));
+        }
+        match c.defaulting_type.as_deref() {
+            None | Some("List") => Ok(()),
+            Some(other) => Err(PluginError::InvalidConfig(format!(
+                "defaultingType: Unsupported value: {other:?}: supported values: \"List\" (system defaulting is not supported)"
+            ))),
+        }
+    }
+
+    fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {
+        match self.nodes.get_mut(id) {
+            // A replaced node keeps the pods assumed on it.
+            Ok(n) => {
+                n.name = node.name;
+                n.labels = node.labels;
+            }
+            Err(_) => self.nodes.insert(
+                id,
+                NodeInfo {
+                    name: node.name,
+                    labels: node.labels,
+                    pods: Vec::new(),
+                },
+            ),
+        }
+        Ok(())
+    }
+
+    fn remove_node(&mut self, id: NodeId) {
+        if let Some(n) = self.nodes.remove(id) {
+            for p in &n.pods {
+                self.pod_nodes.remove(&p.uid);
+            }
+        }
+    }
+
+    fn assume_pod(&mut self, node: NodeId, pod: PlacedPod) -> Result<(), PluginError> {
+        self.nodes.get(node)?;
+        self.forget(&pod.uid);
+        self.pod_nodes.insert(pod.uid.clone(), node);
+        self.nodes.get_mut(node)?.pods.push(Placed {
+            uid: pod.uid,
+            namespace: pod.namespace,
+            labels: pod.labels,
+        });
+        Ok(())
+    }
+
+    fn forget_pod(&mut self, _node: NodeId, uid: &str) {
+        self.forget(uid);
+    }
+
+    fn filter(
+        &mut self,
+        pod: &Pod,
+        candidates: &[NodeId],
+        max_feasible: u32,
+    ) -> Result<FilterResult, PluginError> {
+        let hard: Vec<&TopologySpreadConstraint> = pod
+            .topology_spread_constraints
+            .iter()
+            .filter(|c| c.when_unsatisfiable == UnsatisfiableAction::DoNotSchedule)
+            .collect();
+        let mut v = Verdicts::with_capacity(max_feasible, candidates.len());
+        if hard.is_empty() {
+            for &id in candidates {
+                self.nodes.get(id)?;
+                if v.accept(id) {
+                    break;
+                }
+            }
+            return Ok(v.finish());
+        }
+        let mut counts: Vec<HashMap<&str, i64>> = vec![HashMap::new(); hard.len()];
+        self.count_domains(pod, &hard, &mut counts, false);
+        // (global minimum, 1 if the pod matches its own selector) per constraint.
+        let prepared: Vec<(i64, i64)> = hard
+            .iter()
+            .zip(&counts)
+            .map(|(c, m)| {
+                let min_domains = c.min_domains.unwrap_or(1) as usize;
+                let min = if m.len() < min_domains {
+                    0
+                } else {
+                    m.values().copied().min().unwrap_or(0)
+                };
+                let own = i64::from(sel_matches(c.label_selector.as_ref(), &pod.labels));
+                (min, own)
+            })
+            .collect();
+        for &id in candidates {
+            let node = self.nodes.get(id)?;
+            let mut reason = None;
+            for (i, c) in hard.iter().enumerate() {
+                let Some(value) = label_value(&node.labels, &c.topology_key) else {
+                    reason = Some((MISSING_LABEL, true));
+                    break;
+                };
+                let (min, own) = prepared[i];
+                let matching = counts[i].get(value).copied().unwrap_or(0);
+                if matching + own - min > i64::from(c.max_skew) {
+                    reason = Some((NOT_MATCH, false));
+                    break;
+                }
+            }
+            match reason {
+                Some((r, unresolvable)) => v.reject(id, r, unresolvable),
+                None => {
+                    if v.accept(id) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(v.finish())
+    }
+
+    fn score(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {
+        let soft: Vec<&TopologySpreadConstraint> = pod
+            .topology_spread_constraints
+            .iter()
+            .filter(|c| c.when_unsatisfiable == UnsatisfiableAction::ScheduleAnyway)
+            .collect();
+        let mut scores = Vec::with_capacity(candidates.len());
+        if soft.is_empty() || self.nodes.is_empty() {
+            // Upstream skips the plugin: no score from it.
+            for &id in candidates {
+                self.nodes.get(id)?;
+                scores.push(0);
+            }
+            return Ok(scores);
+        }
+        // Domains present among the scored candidates, and which are ignored.
+        let mut ignored = Vec::with_capacity(candidates.len());
+        let mut counts: Vec<HashMap<&str, i64>> = vec![HashMap::new(); soft.len()];
+        for &id in candidates {
+            let node = self.nodes.get(id)?;
+            let skip = !has_all_keys(&node.labels, &soft);
+            ignored.push(skip);
+            if skip {
+                continue;
+            }
+            for (i, c) in soft.iter().enumerate() {
+                if c.topology_key != HOSTNAME {
+                    let value = label_value(&node.labels, &c.topology_key).unwrap_or_default();
+                    counts[i].entry(value).or_insert(0);
+                }
+            }
+        }
+        let scored = ignored.iter().filter(|s| !**s).count();
+        let weights: Vec<f64> = soft
+            .iter()
+            .zip(&counts)
+            .map(|(c, m)| {
+                let size = if c.topology_key == HOSTNAME {
+                    scored
+                } else {
+                    m.len()
+                };
+                ((size + 2) as f64).ln()
+            })
+            .collect();
+        self.count_domains(pod, &soft, &mut counts, true);
+        let mut raw = Vec::with_capacity(candidates.len());
+        for (k, &id) in candidates.iter().enumerate() {
+            if ignored[k] {
+                raw.push(-1i64);
+                continue;
+            }
+            let node = self.nodes.get(id)?;
+            let mut s = 0.0f64;
+            for (i, c) in soft.iter().enumerate() {
+                let value = label_value(&node.labels, &c.topology_key).unwrap_or_default();
+                let cnt = if c.topology_key == HOSTNAME {
+                    count_matching(&node.pods, c.label_selector.as_ref(), &pod.namespace)
+                } else {
+                    counts[i].get(value).copied().unwrap_or(0)
+                };
+                s += cnt as f64 * weights[i] + f64::from(c.max_skew - 1);
+            }
+            raw.push(s.round() as i64);
+        }
+        let (mut min, mut max) = (i64::MAX, 0i64);
+        for (k, &s) in raw.iter().enumerate() {
+            if !ignored[k] {
+                min = min.min(s);
+                max = max.max(s);
+            }
+        }
+        for (k, &s) in raw.iter().enumerate() {
+            let n = if ignored[k] {
+                0
+            } else if max == 0 {
+                100
+            } else {
+                100 * (max + min - s) / max
+            };
+            scores.push(n.clamp(0, 100) as u8);
+        }
+        Ok(scores)
+    }
+}
+
+trellis_sdk::export_scheduler!(PodTopologySpread);

@@ -42,6 +42,7 @@ pub mod admission;
 pub mod controller;
 pub mod log;
 pub mod probe;
+pub mod resources;
 pub use trellis_types::quantity;
 pub mod scheduler;
 pub mod selectors;

@@ -17,55 +17,13 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
+use trellis_sdk::resources::{
+    is_scalar_resource as is_scalar, kind_of, Amounts, ResourceKind as Kind,
+};
 use trellis_sdk::scheduler::*;
 
 /// Upstream's `MaxNodeScore`.
 const MAX_SCORE: f64 = 100.0;
-
-/// Which resource a configured entry reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Kind {
-    Cpu,
-    Memory,
-    Storage,
-    Scalar(String),
-    /// A name upstream never scores (e.g. `pods`, or not a scalar resource name).
-    Ignored,
-}
-
-/// Amounts of one node; scalar resources by interned name id.
-#[derive(Debug, Clone, Default)]
-struct Amounts {
-    milli_cpu: i64,
-    memory: i64,
-    storage: i64,
-    scalar: Vec<i64>,
-}
-
-impl Amounts {
-    #[inline]
-    fn scalar(&self, id: usize) -> i64 {
-        self.scalar.get(id).copied().unwrap_or(0)
-    }
-
-    fn add_scalar(&mut self, id: usize, v: i64) {
-        if self.scalar.len() <= id {
-            self.scalar.resize(id + 1, 0);
-        }
-        self.scalar[id] += v;
-    }
-
-    #[inline]
-    fn get(&self, kind: &Kind, sid: Option<usize>) -> i64 {
-        match kind {
-            Kind::Cpu => self.milli_cpu,
-            Kind::Memory => self.memory,
-            Kind::Storage => self.storage,
-            Kind::Scalar(_) => sid.map_or(0, |i| self.scalar(i)),
-            Kind::Ignored => 0,
-        }
-    }
-}
 
 /// What one placed pod adds to its node.
 #[derive(Debug, Clone)]
@@ -125,27 +83,6 @@ impl Default for BalancedAllocation {
             nodes: NodeTable::default(),
             pods: HashMap::new(),
         }
-    }
-}
-
-/// Upstream's `IsScalarResourceName` (extended, hugepages, prefixed native,
-/// attachable volumes); other names are not tracked.
-fn is_scalar(name: &str) -> bool {
-    let extended =
-        name.contains('/') && !name.contains("kubernetes.io/") && !name.starts_with("requests.");
-    extended
-        || name.starts_with("hugepages-")
-        || name.contains("kubernetes.io/")
-        || name.starts_with("attachable-volumes-")
-}
-
-fn kind_of(name: &str) -> Kind {
-    match name {
-        "cpu" => Kind::Cpu,
-        "memory" => Kind::Memory,
-        "ephemeral-storage" => Kind::Storage,
-        n if is_scalar(n) => Kind::Scalar(n.to_string()),
-        _ => Kind::Ignored,
     }
 }
 
@@ -210,12 +147,7 @@ impl SchedulerPlugin for BalancedAllocation {
 
     fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {
         let a = &node.allocatable;
-        let mut allocatable = Amounts {
-            milli_cpu: a.milli_cpu,
-            memory: a.memory,
-            storage: a.ephemeral_storage,
-            scalar: Vec::new(),
-        };
+        let mut allocatable = Amounts::new(a.milli_cpu, a.memory, a.ephemeral_storage);
         for (name, v) in &a.scalar {
             if is_scalar(name) {
                 let sid = self.scalar_names.intern(name) as usize;

@@ -29,6 +29,10 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
+use trellis_sdk::resources::{
+    is_extended_resource as is_extended, is_scalar_resource as is_scalar, kind_of, Amounts,
+    ResourceKind as Kind,
+};
 use trellis_sdk::scheduler::*;
 
 /// Upstream's `DefaultMilliCPURequest`: what a container without a cpu
@@ -43,29 +47,6 @@ const TOO_MANY_PODS: &str = "Too many pods";
 const INSUFFICIENT_CPU: &str = "Insufficient cpu";
 const INSUFFICIENT_MEMORY: &str = "Insufficient memory";
 const INSUFFICIENT_STORAGE: &str = "Insufficient ephemeral-storage";
-
-/// Amounts of one node or pod; scalar resources by interned name id.
-#[derive(Debug, Clone, Default)]
-struct Amounts {
-    milli_cpu: i64,
-    memory: i64,
-    storage: i64,
-    scalar: Vec<i64>,
-}
-
-impl Amounts {
-    #[inline]
-    fn scalar(&self, id: usize) -> i64 {
-        self.scalar.get(id).copied().unwrap_or(0)
-    }
-
-    fn add_scalar(&mut self, id: usize, v: i64) {
-        if self.scalar.len() <= id {
-            self.scalar.resize(id + 1, 0);
-        }
-        self.scalar[id] += v;
-    }
-}
 
 /// What one placed pod adds to its node.
 #[derive(Debug, Clone)]
@@ -110,17 +91,6 @@ impl NodeState {
 enum Strategy {
     LeastAllocated,
     MostAllocated,
-}
-
-/// Which resource a scoring entry reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Kind {
-    Cpu,
-    Memory,
-    Storage,
-    Scalar(String),
-    /// A name upstream never scores (e.g. `pods`, or not a scalar resource name).
-    Ignored,
 }
 
 #[derive(Debug, Clone)]
@@ -191,31 +161,6 @@ fn default_resources() -> Vec<ScoreResource> {
             weight: 1,
         },
     ]
-}
-
-/// Upstream's `IsExtendedResourceName`, without the qualified-name check
-/// (the API server already validated the name).
-fn is_extended(name: &str) -> bool {
-    name.contains('/') && !name.contains("kubernetes.io/") && !name.starts_with("requests.")
-}
-
-/// Upstream's `IsScalarResourceName`: only these are tracked as scalar
-/// resources; any other name in a request is not checked.
-fn is_scalar(name: &str) -> bool {
-    is_extended(name)
-        || name.starts_with("hugepages-")
-        || name.contains("kubernetes.io/")
-        || name.starts_with("attachable-volumes-")
-}
-
-fn kind_of(name: &str) -> Kind {
-    match name {
-        "cpu" => Kind::Cpu,
-        "memory" => Kind::Memory,
-        "ephemeral-storage" => Kind::Storage,
-        n if is_scalar(n) => Kind::Scalar(n.to_string()),
-        _ => Kind::Ignored,
-    }
 }
 
 fn invalid(msg: String) -> PluginError {
@@ -378,12 +323,7 @@ impl SchedulerPlugin for NodeResourcesFit {
 
     fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {
         let a = &node.allocatable;
-        let mut allocatable = Amounts {
-            milli_cpu: a.milli_cpu,
-            memory: a.memory,
-            storage: a.ephemeral_storage,
-            scalar: Vec::new(),
-        };
+        let mut allocatable = Amounts::new(a.milli_cpu, a.memory, a.ephemeral_storage);
         for (name, v) in &a.scalar {
             if is_scalar(name) {
                 let sid = self.scalar_names.intern(name) as usize;

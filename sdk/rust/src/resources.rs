@@ -57,7 +57,12 @@ pub struct Amounts {
 impl Amounts {
     /// Cpu, memory and ephemeral storage; no scalar resources yet.
     pub fn new(milli_cpu: i64, memory: i64, storage: i64) -> Self {
-        Self { milli_cpu, memory, storage, scalar: Vec::new() }
+        Self {
+            milli_cpu,
+            memory,
+            storage,
+            scalar: Vec::new(),
+        }
     }
 
     /// The scalar resource with interned id `id` (0 when absent).

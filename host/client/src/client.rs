@@ -337,6 +337,31 @@ impl Client {
         Ok(send)
     }
 
+    /// One request with the token and JSON accept headers.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Host", &self.host)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Accept", "application/json")
+            .header("Content-Type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| self.transport(e))
+    }
+
+    /// A call whose body is `obj` as JSON.
+    async fn call_json(&self, method: &str, path: &str, obj: &Value) -> Result<Value, ClientError> {
+        let body = serde_json::to_vec(obj).expect("a Value always serializes");
+        self.call(method, path, "application/json", body).await
+    }
+
     async fn send(
         &self,
         method: &str,
@@ -353,15 +378,7 @@ impl Client {
             // The server closed it while idle.
             conn = self.connect().await?;
         }
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("Host", &self.host)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .header("Accept", "application/json")
-            .header("Content-Type", content_type)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| self.transport(e))?;
+        let req = self.request(method, path, content_type, body)?;
         let resp = conn
             .send_request(req)
             .await
@@ -437,13 +454,8 @@ impl Client {
         namespace: &str,
         obj: &Value,
     ) -> Result<Value, ClientError> {
-        self.call(
-            "POST",
-            &r.path(namespace, "", ""),
-            "application/json",
-            serde_json::to_vec(obj).expect("serializes"),
-        )
-        .await
+        self.call_json("POST", &r.path(namespace, "", ""), obj)
+            .await
     }
 
     /// PUT an object (its resourceVersion must be current).
@@ -454,13 +466,8 @@ impl Client {
         obj: &Value,
     ) -> Result<Value, ClientError> {
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-        self.call(
-            "PUT",
-            &r.path(namespace, name, ""),
-            "application/json",
-            serde_json::to_vec(obj).expect("serializes"),
-        )
-        .await
+        self.call_json("PUT", &r.path(namespace, name, ""), obj)
+            .await
     }
 
     /// PUT an object's status.
@@ -471,13 +478,8 @@ impl Client {
         obj: &Value,
     ) -> Result<Value, ClientError> {
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-        self.call(
-            "PUT",
-            &r.path(namespace, name, "status"),
-            "application/json",
-            serde_json::to_vec(obj).expect("serializes"),
-        )
-        .await
+        self.call_json("PUT", &r.path(namespace, name, "status"), obj)
+            .await
     }
 
     /// PATCH an object (or a subresource: "status", "scale").
@@ -508,13 +510,8 @@ impl Client {
         sub: &str,
         obj: &Value,
     ) -> Result<Value, ClientError> {
-        self.call(
-            "POST",
-            &r.path(namespace, name, sub),
-            "application/json",
-            serde_json::to_vec(obj).expect("serializes"),
-        )
-        .await
+        self.call_json("POST", &r.path(namespace, name, sub), obj)
+            .await
     }
 
     /// DELETE an object, with optional DeleteOptions.
@@ -555,14 +552,7 @@ impl Client {
         }
         let path = with_query(r.path(namespace, "", ""), &q);
         let mut conn = self.connect().await?;
-        let req = Request::builder()
-            .method("GET")
-            .uri(&path)
-            .header("Host", &self.host)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .header("Accept", "application/json")
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| self.transport(e))?;
+        let req = self.request("GET", &path, "application/json", Vec::new())?;
         let resp = conn
             .send_request(req)
             .await

@@ -465,9 +465,7 @@ impl Client {
         namespace: &str,
         obj: &Value,
     ) -> Result<Value, ClientError> {
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-        self.call_json("PUT", &r.path(namespace, name, ""), obj)
-            .await
+        self.put(r, namespace, obj, "").await
     }
 
     /// PUT an object's status.
@@ -477,8 +475,18 @@ impl Client {
         namespace: &str,
         obj: &Value,
     ) -> Result<Value, ClientError> {
+        self.put(r, namespace, obj, "status").await
+    }
+
+    async fn put(
+        &self,
+        r: &Resource,
+        namespace: &str,
+        obj: &Value,
+        sub: &str,
+    ) -> Result<Value, ClientError> {
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-        self.call_json("PUT", &r.path(namespace, name, "status"), obj)
+        self.call_json("PUT", &r.path(namespace, name, sub), obj)
             .await
     }
 

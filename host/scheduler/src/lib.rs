@@ -285,8 +285,13 @@ impl Scheduler {
     /// (with the FailedScheduling message), Err when a plugin with `fail` policy failed.
     fn decide(&mut self, pod: &Value) -> Result<Result<String, String>, String> {
         let p = k8s::pod(pod, vec![]).map_err(|e| format!("pod cannot be read: {e}"))?;
-        let mut candidates: Vec<NodeId> = self.node_ids.values().copied().collect();
-        candidates.sort_unstable();
+        // Ids are dense and `node_names` is indexed by id: already in id order.
+        let mut candidates: Vec<NodeId> = self
+            .node_names
+            .iter()
+            .enumerate()
+            .filter_map(|(id, n)| n.as_ref().map(|_| id as NodeId))
+            .collect();
         let total = candidates.len();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         for m in &mut self.members {

@@ -65,6 +65,18 @@ impl Amounts {
         }
     }
 
+    /// A node's (or pod's) amounts, with scalar resources interned into `names`;
+    /// names that are not scalar resources are not tracked, as upstream.
+    pub fn from_resources(r: &crate::Resources, names: &mut crate::scheduler::Interner) -> Self {
+        let mut a = Self::new(r.milli_cpu, r.memory, r.ephemeral_storage);
+        for (name, v) in &r.scalar {
+            if is_scalar_resource(name) {
+                a.add_scalar(names.intern(name) as usize, *v);
+            }
+        }
+        a
+    }
+
     /// The scalar resource with interned id `id` (0 when absent).
     #[inline]
     pub fn scalar(&self, id: usize) -> i64 {

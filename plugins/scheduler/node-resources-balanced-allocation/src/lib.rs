@@ -147,13 +147,7 @@ impl SchedulerPlugin for BalancedAllocation {
 
     fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {
         let a = &node.allocatable;
-        let mut allocatable = Amounts::new(a.milli_cpu, a.memory, a.ephemeral_storage);
-        for (name, v) in &a.scalar {
-            if is_scalar(name) {
-                let sid = self.scalar_names.intern(name) as usize;
-                allocatable.add_scalar(sid, *v);
-            }
-        }
+        let allocatable = Amounts::from_resources(a, &mut self.scalar_names);
         // A replaced node keeps the pods assumed on it.
         match self.nodes.get_mut(id) {
             Ok(n) => n.allocatable = allocatable,

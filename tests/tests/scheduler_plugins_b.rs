@@ -1,5 +1,5 @@
-//! Upstream's NodeResourcesFit, NodeResourcesBalancedAllocation and
-//! PodTopologySpread, built as Wasm components, against every fixture in
+//! Upstream's NodeResourcesFit, NodeResourcesBalancedAllocation,
+//! PodTopologySpread and InterPodAffinity, built as Wasm components, against every fixture in
 //! their folders (`plugins/scheduler/<name>/fixtures/*.yaml`), plus the
 //! configurations each must refuse.
 
@@ -132,4 +132,20 @@ fn pod_topology_spread_refuses_bad_configs() {
     refuses(p, json!({"defaultingType": "System"}));
     refuses(p, json!({"unknown": 1}));
     refuses(p, json!("not json"));
+}
+
+#[test]
+fn inter_pod_affinity_passes_its_fixtures() {
+    assert!(run_all("inter-pod-affinity") >= 30);
+}
+
+#[test]
+fn inter_pod_affinity_refuses_bad_configs() {
+    let p = "inter-pod-affinity";
+    refuses(p, json!({"hardPodAffinityWeight": 101}));
+    refuses(p, json!({"hardPodAffinityWeight": -1}));
+    refuses(p, json!({"hardPodAffinityWeight": "1"}));
+    refuses(p, json!({"ignorePreferredTermsOfExistingPods": "yes"}));
+    refuses(p, json!({"unknown": 1}));
+    refuses(p, json!([]));
 }

@@ -520,6 +520,12 @@ impl State {
             let expected = resource_version(&old).unwrap_or(0);
             let mut new = old.clone();
             new["spec"]["nodeName"] = json!(node);
+            // As upstream: the Binding's annotations are copied onto the pod.
+            if let Some(ann) = binding["metadata"]["annotations"].as_object() {
+                for (k, v) in ann {
+                    new["metadata"]["annotations"][k] = v.clone();
+                }
+            }
             let mut conds: Vec<Value> = new["status"]["conditions"]
                 .as_array()
                 .cloned()

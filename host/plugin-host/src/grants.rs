@@ -119,6 +119,50 @@ impl Grants {
         self
     }
 
+    /// Grants as a `Plugin` object's `spec.grants` spells them:
+    /// `{"capabilities": ["log", ...], "read": [{"group": "", "kind": "Pod"}],
+    /// "write": [...]}`, every field optional. An unknown capability or a
+    /// malformed entry is an error naming it.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self, String> {
+        let mut g = Self::none();
+        if v.is_null() {
+            return Ok(g);
+        }
+        let list = |field: &str| -> Result<Vec<serde_json::Value>, String> {
+            match &v[field] {
+                serde_json::Value::Null => Ok(vec![]),
+                serde_json::Value::Array(a) => Ok(a.clone()),
+                _ => Err(format!("grants.{field} must be a list")),
+            }
+        };
+        for c in list("capabilities")? {
+            let name = c.as_str().unwrap_or_default();
+            let cap = Capability::ALL
+                .into_iter()
+                .find(|x| x.interface() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "grants.capabilities: unknown capability {name:?} (known: {})",
+                        Capability::ALL.map(|c| c.interface()).join(", ")
+                    )
+                })?;
+            g = g.with(cap);
+        }
+        for (field, write) in [("read", false), ("write", true)] {
+            for k in list(field)? {
+                let (Some(group), Some(kind)) = (k["group"].as_str(), k["kind"].as_str()) else {
+                    return Err(format!("grants.{field}: each entry needs group and kind"));
+                };
+                g = if write {
+                    g.write(group, kind)
+                } else {
+                    g.read(group, kind)
+                };
+            }
+        }
+        Ok(g)
+    }
+
     /// Whether the capability is granted.
     pub fn has(&self, capability: Capability) -> bool {
         self.capabilities.contains(&capability)
@@ -138,6 +182,21 @@ impl Grants {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_from_json() {
+        let g = Grants::from_json(&serde_json::json!({
+            "capabilities": ["log"], "read": [{"group": "", "kind": "Pod"}]
+        }))
+        .unwrap();
+        assert!(g.has(Capability::Log) && g.may_read("", "Pod") && !g.may_write("", "Pod"));
+        let e = Grants::from_json(&serde_json::json!({"capabilities": ["net"]})).unwrap_err();
+        assert!(e.contains("unknown capability \"net\""), "{e}");
+        assert_eq!(
+            Grants::from_json(&serde_json::Value::Null).unwrap(),
+            Grants::none()
+        );
+    }
 
     #[test]
     fn import_names_round_trip() {

@@ -1,89 +1,47 @@
-//! The scheduler runtime. It keeps a node and pod cache fed by watches, gives
-//! every node a dense id, and sends each change to every plugin of the
-//! profile (the plugins keep their own node tables). For each pod that is
-//! unscheduled and names the profile in `spec.schedulerName`, it runs the
-//! chain: filters in order over the remaining candidates, then scorers,
-//! weighted. It binds the pod to the best node through `pods/binding` and
-//! records a `Scheduled` event. When no node fits, it records
-//! `FailedScheduling` worded like upstream ("0/3 nodes are available: ...")
-//! and retries the pod when the cluster changes.
+//! The scheduler runtime. It keeps a node, namespace and pod cache fed by
+//! watches, gives every node a dense id, and sends each change to every
+//! plugin of every profile (the plugins keep their own node tables). Each pod
+//! that is unscheduled and names a profile in `spec.schedulerName` goes
+//! through that profile's chain ([`chain`]); the pod is assumed on the chosen
+//! node at once and bound through `pods/binding` in the background, with the
+//! decision ([`explain`]) as an annotation and a `Scheduled` event. When no
+//! node fits it records `FailedScheduling` worded like upstream ("0/3 nodes
+//! are available: ..."), sets the `PodScheduled=False` condition, and retries
+//! with back-off once the cluster changes ([`queue`]).
+//!
+//! Profiles are either given in code ([`Scheduler::profile`]) or read from
+//! `SchedulerProfile` and `Plugin` objects ([`Scheduler::watch_profiles`]),
+//! in which case a changed profile or plugin is loaded off the scheduling
+//! path and swapped in between two pods.
 //!
 //! ```no_run
 //! # async fn demo(client: trellis_client::Client, plugin: trellis_plugin_host::scheduler::SchedulerPlugin) {
-//! use trellis_scheduler::{Profile, ProfilePlugin, Scheduler};
-//! let profile = Profile::new("default-scheduler").with(ProfilePlugin::new(plugin, 1));
-//! Scheduler::new(client, profile).run(std::future::pending()).await.unwrap();
+//! use trellis_scheduler::{Entry, Profile, Scheduler};
+//! let profile = Profile::new("default-scheduler").with(Entry::wasm(plugin, 1));
+//! Scheduler::new(client).profile(profile).run(std::future::pending()).await.unwrap();
 //! # }
 //! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+pub mod chain;
+pub mod explain;
+pub mod profiles;
+mod queue;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use trellis_client::{Client, ClientError, ListParams, Resource};
-use trellis_plugin_host::scheduler::{k8s, NodeId, Phases, SchedulerPlugin, SchedulerSession};
-use trellis_plugin_host::{CallError, PluginSlot};
+use tokio::sync::{mpsc, Semaphore};
+use trellis_client::{Client, ClientError, ListParams, Patch, Resource};
+use trellis_plugin_host::scheduler::{k8s, Label, Node, NodeId, PlacedPod};
 
-/// What to do when a plugin fails (error, trap, deadline).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailurePolicy {
-    /// The pod's cycle fails; it is retried later.
-    Fail,
-    /// The plugin is skipped for this pod.
-    Ignore,
-}
+pub use chain::{ChainPlugin, Entry, FailurePolicy, Profile, WasmPlugin};
+pub use profiles::PluginSource;
 
-/// One plugin of a profile.
-pub struct ProfilePlugin {
-    slot: Arc<PluginSlot<SchedulerPlugin>>,
-    weight: i64,
-    failure: FailurePolicy,
-}
-
-impl ProfilePlugin {
-    /// A loaded plugin with a score weight (upstream's default weights: TaintToleration 3,
-    /// NodeAffinity 2, PodTopologySpread 2, InterPodAffinity 2, the others 1).
-    pub fn new(plugin: SchedulerPlugin, weight: i64) -> Self {
-        Self {
-            slot: Arc::new(PluginSlot::new(plugin)),
-            weight,
-            failure: FailurePolicy::Fail,
-        }
-    }
-
-    /// Set the failure policy.
-    pub fn failure(mut self, policy: FailurePolicy) -> Self {
-        self.failure = policy;
-        self
-    }
-
-    /// The slot, for hot swaps.
-    pub fn slot(&self) -> &Arc<PluginSlot<SchedulerPlugin>> {
-        &self.slot
-    }
-}
-
-/// A scheduling profile: the `spec.schedulerName` it serves and its chain.
-pub struct Profile {
-    name: String,
-    plugins: Vec<ProfilePlugin>,
-}
-
-impl Profile {
-    /// An empty profile for `scheduler_name`.
-    pub fn new(scheduler_name: &str) -> Self {
-        Self {
-            name: scheduler_name.into(),
-            plugins: Vec::new(),
-        }
-    }
-
-    /// Add a plugin at the end of the chain.
-    pub fn with(mut self, plugin: ProfilePlugin) -> Self {
-        self.plugins.push(plugin);
-        self
-    }
-}
+use chain::Outcome;
+use explain::Explanation;
+use queue::Queue;
 
 /// Why the scheduler stopped.
 #[derive(Debug, thiserror::Error)]
@@ -93,25 +51,129 @@ pub enum SchedulerError {
     Client(#[from] ClientError),
 }
 
-struct Member {
-    session: SchedulerSession,
-    weight: i64,
-    failure: FailurePolicy,
-    phases: Phases,
-    name: String,
+/// Tunables; the defaults are upstream's.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// First back-off of a pod that did not fit (upstream: 1 s).
+    pub initial_backoff: Duration,
+    /// Longest back-off (upstream: 10 s).
+    pub max_backoff: Duration,
+    /// A pod that did not fit is retried after this long even without a
+    /// cluster change (upstream: 5 min).
+    pub unschedulable_flush: Duration,
+    /// Bindings in flight at once.
+    pub parallel_bindings: usize,
+    /// Whether to write the explanation annotation and events. The
+    /// benchmark can turn the extra writes off to compare with upstream,
+    /// which writes neither.
+    pub record: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+            unschedulable_flush: Duration::from_secs(300),
+            parallel_bindings: 32,
+            record: true,
+        }
+    }
+}
+
+/// Counters and per-pod latencies, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    scheduled: std::sync::atomic::AtomicU64,
+    unschedulable: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+    /// Per bound pod: from leaving the queue to the binding acknowledged.
+    attempts: Mutex<Vec<Duration>>,
+}
+
+impl Metrics {
+    /// Pods bound.
+    pub fn scheduled(&self) -> u64 {
+        self.scheduled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Cycles that found no node.
+    pub fn unschedulable(&self) -> u64 {
+        self.unschedulable
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Cycles a plugin failed under `Fail`, and failed bindings.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Per bound pod, the time from leaving the queue to the binding
+    /// acknowledged (upstream's scheduling attempt duration), in order.
+    pub fn attempt_latencies(&self) -> Vec<Duration> {
+        self.attempts.lock().expect("metrics lock").clone()
+    }
+    fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A profile change from the profile source, applied between two pods.
+pub(crate) enum ProfileUpdate {
+    Install(Profile),
+    Remove(String),
+}
+
+/// What a background binding reports back.
+struct Bound {
+    key: String,
+    uid: String,
+    node: NodeId,
+    pod: Value,
+    result: Result<(), ClientError>,
+}
+
+/// The node, namespace and pod cache.
+#[derive(Default)]
+struct Cache {
+    node_ids: HashMap<String, NodeId>,
+    /// Indexed by id; `None` for a free id.
+    nodes: Vec<Option<Node>>,
+    /// Bound or assumed pods: uid -> (node, what plugins know of it).
+    bound: HashMap<String, (NodeId, PlacedPod)>,
+    namespace_labels: HashMap<String, Vec<Label>>,
+}
+
+impl Cache {
+    fn live_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(id, n)| n.as_ref().map(|_| id as NodeId))
+            .collect()
+    }
+
+    fn node_name(&self, id: NodeId) -> String {
+        self.nodes
+            .get(id as usize)
+            .and_then(|n| n.as_ref())
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| format!("<node {id}>"))
+    }
 }
 
 /// The runtime.
 pub struct Scheduler {
     client: Client,
-    name: String,
-    members: Vec<Member>,
-    node_ids: HashMap<String, NodeId>,
-    node_names: Vec<Option<String>>,
-    /// Bound pods: uid -> node id.
-    bound: HashMap<String, NodeId>,
-    queue: VecDeque<Value>,
-    unschedulable: BTreeMap<String, Value>,
+    config: SchedulerConfig,
+    profiles: BTreeMap<String, Profile>,
+    source: Option<PluginSource>,
+    updates: Option<mpsc::Receiver<ProfileUpdate>>,
+    cache: Cache,
+    queue: Queue,
+    metrics: Arc<Metrics>,
+    bindings: Arc<Semaphore>,
+    bound_tx: mpsc::UnboundedSender<Bound>,
+    bound_rx: mpsc::UnboundedReceiver<Bound>,
+    /// When each queued pod left the queue, for the attempt latency.
+    started: HashMap<String, Instant>,
 }
 
 fn nodes() -> Resource {
@@ -119,6 +181,9 @@ fn nodes() -> Resource {
 }
 fn pods() -> Resource {
     Resource::new("", "v1", "pods", true)
+}
+fn namespaces() -> Resource {
+    Resource::new("", "v1", "namespaces", false)
 }
 fn events() -> Resource {
     Resource::new("", "v1", "events", true)
@@ -132,34 +197,65 @@ fn pod_key(p: &Value) -> String {
     )
 }
 
+fn labels_of(obj: &Value) -> Vec<Label> {
+    obj["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| Label {
+                    key: k.clone(),
+                    value: v.as_str().unwrap_or_default().to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Scheduler {
-    /// A scheduler for `profile`.
-    pub fn new(client: Client, profile: Profile) -> Self {
-        let members = profile
-            .plugins
-            .into_iter()
-            .map(|p| {
-                let cur = p.slot.current();
-                let info = cur.plugin.info().clone();
-                Member {
-                    session: SchedulerSession::new(p.slot.clone()),
-                    weight: p.weight,
-                    failure: p.failure,
-                    phases: info.phases,
-                    name: info.name,
-                }
-            })
-            .collect();
+    /// A scheduler with no profile yet.
+    pub fn new(client: Client) -> Self {
+        let config = SchedulerConfig::default();
+        let (bound_tx, bound_rx) = mpsc::unbounded_channel();
         Self {
             client,
-            name: profile.name,
-            members,
-            node_ids: HashMap::new(),
-            node_names: Vec::new(),
-            bound: HashMap::new(),
-            queue: VecDeque::new(),
-            unschedulable: BTreeMap::new(),
+            bindings: Arc::new(Semaphore::new(config.parallel_bindings)),
+            queue: Queue::new(&config),
+            config,
+            profiles: BTreeMap::new(),
+            source: None,
+            updates: None,
+            cache: Cache::default(),
+            metrics: Arc::default(),
+            bound_tx,
+            bound_rx,
+            started: HashMap::new(),
         }
+    }
+
+    /// Set the tunables.
+    pub fn config(mut self, config: SchedulerConfig) -> Self {
+        self.bindings = Arc::new(Semaphore::new(config.parallel_bindings.max(1)));
+        self.queue = Queue::new(&config);
+        self.config = config;
+        self
+    }
+
+    /// Serve a profile given in code.
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profiles.insert(profile.name.clone(), profile);
+        self
+    }
+
+    /// Serve the `SchedulerProfile` objects of the cluster, loading the
+    /// `Plugin` objects they name from `source`.
+    pub fn watch_profiles(mut self, source: PluginSource) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Counters and latencies.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     fn upsert_node(&mut self, obj: &Value) {
@@ -167,236 +263,331 @@ impl Scheduler {
             tracing::warn!(node = %obj["metadata"]["name"], "node cannot be converted; skipped");
             return;
         };
-        let id = match self.node_ids.get(&node.name) {
+        let c = &mut self.cache;
+        let id = match c.node_ids.get(&node.name) {
             Some(id) => *id,
             None => {
-                let id = match self.node_names.iter().position(Option::is_none) {
-                    Some(free) => free as NodeId,
+                let id = match c.nodes.iter().position(Option::is_none) {
+                    Some(free) => free,
                     None => {
-                        self.node_names.push(None);
-                        (self.node_names.len() - 1) as NodeId
+                        c.nodes.push(None);
+                        c.nodes.len() - 1
                     }
-                };
-                self.node_ids.insert(node.name.clone(), id);
-                self.node_names[id as usize] = Some(node.name.clone());
+                } as NodeId;
+                c.node_ids.insert(node.name.clone(), id);
                 id
             }
         };
-        for m in &mut self.members {
-            if let Err(e) = m.session.upsert_node(id, node.clone()) {
-                tracing::warn!(plugin = %m.name, error = %e, "plugin refused a node");
+        for p in self.profiles.values_mut() {
+            p.upsert_node(id, &node);
+        }
+        self.cache.nodes[id as usize] = Some(node);
+    }
+
+    fn remove_node(&mut self, name: &str) {
+        if let Some(id) = self.cache.node_ids.remove(name) {
+            self.cache.nodes[id as usize] = None;
+            self.cache.bound.retain(|_, (n, _)| *n != id);
+            for p in self.profiles.values_mut() {
+                p.remove_node(id);
             }
         }
     }
 
-    fn remove_node(&mut self, name: &str) {
-        if let Some(id) = self.node_ids.remove(name) {
-            self.node_names[id as usize] = None;
-            self.bound.retain(|_, n| *n != id);
-            for m in &mut self.members {
-                let _ = m.session.remove_node(id);
+    fn assume(&mut self, id: NodeId, placed: PlacedPod) {
+        for p in self.profiles.values_mut() {
+            p.assume_pod(id, &placed);
+        }
+        self.cache.bound.insert(placed.uid.clone(), (id, placed));
+    }
+
+    fn forget(&mut self, uid: &str) {
+        if let Some((id, _)) = self.cache.bound.remove(uid) {
+            for p in self.profiles.values_mut() {
+                p.forget_pod(id, uid);
             }
         }
+    }
+
+    fn convert_pod(&self, obj: &Value) -> Result<trellis_plugin_host::scheduler::Pod, String> {
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
+        let labels = self
+            .cache
+            .namespace_labels
+            .get(ns)
+            .cloned()
+            .unwrap_or_default();
+        k8s::pod(obj, labels).map_err(|e| format!("pod cannot be read: {e}"))
     }
 
     fn observe_pod(&mut self, kind: &str, obj: &Value) {
         let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
         let node = obj["spec"]["nodeName"].as_str().filter(|n| !n.is_empty());
+        let key = pod_key(obj);
         let gone = kind == "DELETED"
             || matches!(
                 obj["status"]["phase"].as_str(),
                 Some("Succeeded" | "Failed")
             );
         if gone {
-            if let Some(id) = self.bound.remove(&uid) {
-                for m in &mut self.members {
-                    let _ = m.session.forget_pod(id, &uid);
-                }
-            }
-            self.unschedulable.remove(&pod_key(obj));
+            self.forget(&uid);
+            self.queue.remove(&key);
             return;
         }
         match node {
             Some(n) => {
-                if self.bound.contains_key(&uid) {
-                    return;
-                }
-                let (Some(id), Ok(p)) = (self.node_ids.get(n).copied(), k8s::pod(obj, vec![]))
-                else {
+                self.queue.remove(&key);
+                let Some(id) = self.cache.node_ids.get(n).copied() else {
                     return;
                 };
-                let placed = k8s::placed_pod(&p);
-                for m in &mut self.members {
-                    let _ = m.session.assume_pod(id, placed.clone());
+                match self.cache.bound.get(&uid) {
+                    Some((at, _)) if *at == id => return,
+                    Some(_) => self.forget(&uid), // bound elsewhere than we assumed
+                    None => {}
                 }
-                self.bound.insert(uid, id);
+                if let Ok(p) = self.convert_pod(obj) {
+                    self.assume(id, k8s::placed_pod(&p));
+                }
             }
             None => {
-                let ours = obj["spec"]["schedulerName"]
+                let name = obj["spec"]["schedulerName"]
                     .as_str()
-                    .unwrap_or("default-scheduler")
-                    == self.name;
+                    .unwrap_or("default-scheduler");
+                let ours = self.source.is_some() || self.profiles.contains_key(name);
                 if ours
                     && obj["metadata"]["deletionTimestamp"].is_null()
-                    && !self.unschedulable.contains_key(&pod_key(obj))
+                    && !self.cache.bound.contains_key(&uid)
                 {
-                    self.queue.retain(|q| pod_key(q) != pod_key(obj));
-                    self.queue.push_back(obj.clone());
+                    self.queue.add(key, obj.clone());
                 }
             }
         }
     }
 
-    /// The cluster changed: pods that did not fit may fit now.
-    fn retry_unschedulable(&mut self) {
-        let pending: Vec<Value> = std::mem::take(&mut self.unschedulable)
-            .into_values()
-            .collect();
-        self.queue.extend(pending);
+    fn observe_namespace(&mut self, kind: &str, obj: &Value) {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if kind == "DELETED" {
+            self.cache.namespace_labels.remove(&name);
+        } else {
+            self.cache.namespace_labels.insert(name, labels_of(obj));
+        }
     }
 
-    /// Record an event on `pod`. Borrows only the client and the name across
-    /// the await, so the scheduler itself need not be `Sync`.
-    async fn event(
-        client: &Client,
-        component: &str,
-        pod: &Value,
-        ty: &str,
-        reason: &str,
-        message: &str,
-    ) {
-        let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
-        let name = pod["metadata"]["name"].as_str().unwrap_or("");
-        let now = trellis_client::now_rfc3339();
-        let ev = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": format!("{name}."), "namespace": ns},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name, "uid": pod["metadata"]["uid"]},
-            "reason": reason, "message": message, "type": ty, "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now,
-            "source": {"component": component}, "reportingComponent": component,
+    fn install(&mut self, update: ProfileUpdate) {
+        match update {
+            ProfileUpdate::Install(mut profile) => {
+                // The new chain learns the cluster before its first pod.
+                for (id, node) in self.cache.nodes.iter().enumerate() {
+                    if let Some(node) = node {
+                        profile.upsert_node(id as NodeId, node);
+                    }
+                }
+                for (id, placed) in self.cache.bound.values() {
+                    profile.assume_pod(*id, placed);
+                }
+                tracing::info!(profile = %profile.name, plugins = profile.entries.len(), "profile installed");
+                self.profiles.insert(profile.name.clone(), profile);
+            }
+            ProfileUpdate::Remove(name) => {
+                tracing::info!(profile = %name, "profile removed");
+                self.profiles.remove(&name);
+            }
+        }
+        self.queue.cluster_changed();
+    }
+
+    /// Record an event on `pod`, in the background.
+    fn event(&self, pod: &Value, ty: &str, reason: &str, message: String) {
+        if !self.config.record {
+            return;
+        }
+        let client = self.client.clone();
+        let ev = event_object(pod, ty, reason, &message);
+        tokio::spawn(async move {
+            let ns = ev["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string();
+            if let Err(e) = client.create(&events(), &ns, &ev).await {
+                tracing::warn!(error = %e, "cannot record an event");
+            }
         });
-        if let Err(e) = client.create(&events(), ns, &ev).await {
-            tracing::warn!(error = %e, "cannot record an event");
-        }
     }
 
-    /// Run the chain for one pod: Ok(Some(node)) to bind, Ok(None) when nothing fits
-    /// (with the FailedScheduling message), Err when a plugin with `fail` policy failed.
-    fn decide(&mut self, pod: &Value) -> Result<Result<String, String>, String> {
-        let p = k8s::pod(pod, vec![]).map_err(|e| format!("pod cannot be read: {e}"))?;
-        // Ids are dense and `node_names` is indexed by id: already in id order.
-        let mut candidates: Vec<NodeId> = self
-            .node_names
-            .iter()
-            .enumerate()
-            .filter_map(|(id, n)| n.as_ref().map(|_| id as NodeId))
-            .collect();
-        let total = candidates.len();
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        for m in &mut self.members {
-            if !m.phases.contains(Phases::FILTER) || candidates.is_empty() {
-                continue;
-            }
-            match m.session.filter(&p, &candidates, 0) {
-                Ok(r) => {
-                    for x in &r.rejected {
-                        *reasons
-                            .entry(r.reasons[x.reason as usize].message.clone())
-                            .or_default() += 1;
-                    }
-                    candidates = r.feasible;
-                }
-                Err(e) => match m.failure {
-                    FailurePolicy::Ignore => {
-                        tracing::warn!(plugin = %m.name, error = %e, "filter failed; ignored by policy")
-                    }
-                    FailurePolicy::Fail => return Err(fail_message(&m.name, &e)),
-                },
-            }
-        }
-        if candidates.is_empty() {
-            let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-            parts.sort();
-            return Ok(Err(format!(
-                "0/{total} nodes are available: {}.",
-                parts.join(", ")
-            )));
-        }
-        let mut totals = vec![0i64; candidates.len()];
-        for m in &mut self.members {
-            if !m.phases.contains(Phases::SCORE) || m.weight == 0 {
-                continue;
-            }
-            match m.session.score(&p, &candidates) {
-                Ok(s) => {
-                    for (t, s) in totals.iter_mut().zip(s) {
-                        *t += i64::from(s) * m.weight;
-                    }
-                }
-                Err(e) => match m.failure {
-                    FailurePolicy::Ignore => {
-                        tracing::warn!(plugin = %m.name, error = %e, "score failed; ignored by policy")
-                    }
-                    FailurePolicy::Fail => return Err(fail_message(&m.name, &e)),
-                },
-            }
-        }
-        let best = totals
-            .iter()
-            .enumerate()
-            .max_by_key(|(i, t)| (**t, std::cmp::Reverse(*i)))
-            .map(|(i, _)| i)
-            .unwrap_or(0);
-        let id = candidates[best];
-        Ok(Ok(self.node_names[id as usize].clone().unwrap_or_default()))
-    }
-
+    /// One cycle for `pod`: decide, then assume and bind in the background,
+    /// or record why it cannot be placed.
     async fn schedule_one(&mut self, pod: Value) {
+        let key = pod_key(&pod);
+        let started = Instant::now();
+        let name = pod["spec"]["schedulerName"]
+            .as_str()
+            .unwrap_or("default-scheduler")
+            .to_string();
+        if !self.profiles.contains_key(&name) {
+            // No such profile (yet): wait for one, as upstream leaves pods
+            // for schedulers that do not exist alone.
+            self.queue.park(key, pod);
+            return;
+        }
+        let converted = match self.convert_pod(&pod) {
+            Ok(p) => p,
+            Err(message) => {
+                self.event(&pod, "Warning", "FailedScheduling", message);
+                self.queue.park(key, pod);
+                return;
+            }
+        };
+        let ids = self.cache.live_ids();
+        let profile = self.profiles.get_mut(&name).expect("checked above");
+        let mut why = Explanation::default();
+        let outcome = profile.decide(&converted, &ids, &mut why);
+        for (plugin, error) in why.skipped_plugins() {
+            self.event(
+                &pod,
+                "Warning",
+                "PluginIgnored",
+                format!("plugin {plugin:?} failed and was skipped (failurePolicy Ignore): {error}"),
+            );
+        }
+        let names = |id| self.cache.node_name(id);
+        match outcome {
+            Outcome::Fits(id) => {
+                let node = names(id);
+                let text = why.render(&name, "Scheduled", &format!("assigned to {node}"), names);
+                self.assume(id, k8s::placed_pod(&converted));
+                self.started.insert(key.clone(), started);
+                self.bind(key, pod, id, node, text).await;
+            }
+            Outcome::Unschedulable(message) | Outcome::Error(message) => {
+                let error = why.has_failed();
+                let text = why.render(
+                    &name,
+                    if error { "Error" } else { "Unschedulable" },
+                    &message,
+                    names,
+                );
+                if error {
+                    Metrics::bump(&self.metrics.errors);
+                } else {
+                    Metrics::bump(&self.metrics.unschedulable);
+                }
+                self.record_unschedulable(&pod, message, text);
+                self.queue.backoff(key, pod, error);
+            }
+        }
+    }
+
+    /// Write the binding (with the explanation) in the background.
+    async fn bind(&mut self, key: String, pod: Value, id: NodeId, node: String, text: String) {
+        let permit = self
+            .bindings
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let client = self.client.clone();
+        let tx = self.bound_tx.clone();
+        let record = self.config.record;
+        tokio::spawn(async move {
+            let ns = pod["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string();
+            let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let mut binding = json!({"apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": name, "uid": pod["metadata"]["uid"]},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+            if record {
+                binding["metadata"]["annotations"] = json!({ explain::ANNOTATION: text });
+            }
+            let result = client
+                .create_subresource(&pods(), &ns, &name, "binding", &binding)
+                .await
+                .map(|_| ());
+            if result.is_ok() && record {
+                let ev = event_object(
+                    &pod,
+                    "Normal",
+                    "Scheduled",
+                    &format!("Successfully assigned {ns}/{name} to {node}"),
+                );
+                if let Err(e) = client.create(&events(), &ns, &ev).await {
+                    tracing::warn!(error = %e, "cannot record an event");
+                }
+            }
+            drop(permit);
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            let _ = tx.send(Bound {
+                key,
+                uid,
+                node: id,
+                pod,
+                result,
+            });
+        });
+    }
+
+    fn binding_done(&mut self, b: Bound) {
+        let started = self.started.remove(&b.key);
+        match b.result {
+            Ok(()) => {
+                Metrics::bump(&self.metrics.scheduled);
+                if let Some(t) = started {
+                    let mut v = self.metrics.attempts.lock().expect("metrics lock");
+                    if v.len() < 1_000_000 {
+                        v.push(t.elapsed());
+                    }
+                }
+                self.queue.forget_attempts(&b.key);
+            }
+            Err(e) if e.is_not_found() => self.forget(&b.uid),
+            Err(e) if e.is_conflict() => {
+                // Bound by someone else, or being deleted: the watch tells
+                // where it is; until then it is not ours.
+                if matches!(self.cache.bound.get(&b.uid), Some((n, _)) if *n == b.node) {
+                    self.forget(&b.uid);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pod = %b.key, error = %e, "binding failed; retrying after a back-off");
+                Metrics::bump(&self.metrics.errors);
+                self.forget(&b.uid);
+                self.queue.backoff(b.key, b.pod, true);
+            }
+        }
+    }
+
+    /// The event, the `PodScheduled=False` condition and the explanation of
+    /// a pod that did not get a node, written in the background.
+    fn record_unschedulable(&self, pod: &Value, message: String, text: String) {
+        if !self.config.record {
+            return;
+        }
+        self.event(pod, "Warning", "FailedScheduling", message.clone());
+        let client = self.client.clone();
         let ns = pod["metadata"]["namespace"]
             .as_str()
             .unwrap_or("default")
             .to_string();
         let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
-        match self.decide(&pod) {
-            Ok(Ok(node)) => {
-                let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}});
-                match self
-                    .client
-                    .create_subresource(&pods(), &ns, &name, "binding", &binding)
+        tokio::spawn(async move {
+            let cond = json!({"status": {"conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": message, "lastProbeTime": null,
+                "lastTransitionTime": trellis_client::now_rfc3339(),
+            }]}});
+            let ann = json!({"metadata": {"annotations": { explain::ANNOTATION: text }}});
+            for (sub, body) in [("status", cond), ("", ann)] {
+                if let Err(e) = client
+                    .patch(&pods(), &ns, &name, sub, Patch::Strategic, &body)
                     .await
                 {
-                    Ok(_) => {
-                        let mut bound = pod.clone();
-                        bound["spec"]["nodeName"] = json!(node);
-                        self.observe_pod("MODIFIED", &bound);
-                        Self::event(
-                            &self.client,
-                            &self.name,
-                            &pod,
-                            "Normal",
-                            "Scheduled",
-                            &format!("Successfully assigned {ns}/{name} to {node}"),
-                        )
-                        .await;
+                    if !e.is_not_found() {
+                        tracing::warn!(pod = %name, error = %e, "cannot record why the pod is unschedulable");
                     }
-                    Err(e) if e.is_conflict() || e.is_not_found() => {}
-                    Err(e) => tracing::warn!(pod = %name, error = %e, "binding failed"),
                 }
             }
-            Ok(Err(message)) | Err(message) => {
-                Self::event(
-                    &self.client,
-                    &self.name,
-                    &pod,
-                    "Warning",
-                    "FailedScheduling",
-                    &message,
-                )
-                .await;
-                self.unschedulable.insert(pod_key(&pod), pod);
-            }
-        }
+        });
     }
 
     /// Schedule until `shutdown` resolves. An error (the API server went away)
@@ -406,7 +597,21 @@ impl Scheduler {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), SchedulerError> {
         tokio::pin!(shutdown);
+        if self.updates.is_none() {
+            if let Some(source) = self.source.clone() {
+                let (tx, rx) = mpsc::channel(16);
+                self.updates = Some(rx);
+                tokio::spawn(profiles::run(self.client.clone(), source, tx));
+            }
+        }
         'relist: loop {
+            let ns_list = self
+                .client
+                .list(&namespaces(), "", &ListParams::default())
+                .await?;
+            for n in ns_list.items() {
+                self.observe_namespace("ADDED", n);
+            }
             let node_list = self
                 .client
                 .list(&nodes(), "", &ListParams::default())
@@ -421,37 +626,69 @@ impl Scheduler {
             for p in pod_list.items() {
                 self.observe_pod("ADDED", p);
             }
+            let all = ListParams::default();
+            let mut ns_watch = self
+                .client
+                .watch(&namespaces(), "", &all, ns_list.resource_version())
+                .await?;
             let mut node_watch = self
                 .client
-                .watch(
-                    &nodes(),
-                    "",
-                    &ListParams::default(),
-                    node_list.resource_version(),
-                )
+                .watch(&nodes(), "", &all, node_list.resource_version())
                 .await?;
             let mut pod_watch = self
                 .client
-                .watch(
-                    &pods(),
-                    "",
-                    &ListParams::default(),
-                    pod_list.resource_version(),
-                )
+                .watch(&pods(), "", &all, pod_list.resource_version())
                 .await?;
             loop {
-                while let Some(pod) = self.queue.pop_front() {
-                    self.schedule_one(pod).await;
+                // Apply what has arrived before taking the next pod, so a
+                // pod is never placed against a stale picture of a change
+                // already seen.
+                while let Ok(b) = self.bound_rx.try_recv() {
+                    self.binding_done(b);
                 }
+                let mut arrived = Vec::new();
+                if let Some(rx) = self.updates.as_mut() {
+                    while let Ok(u) = rx.try_recv() {
+                        arrived.push(u);
+                    }
+                }
+                for u in arrived {
+                    self.install(u);
+                }
+                if let Some(pod) = self.queue.pop() {
+                    self.schedule_one(pod).await;
+                    // Let watches and bindings in between pods.
+                    tokio::task::yield_now().await;
+                    if self.queue.has_ready() {
+                        continue;
+                    }
+                }
+                let wake = self.queue.next_wake();
+                let updates = async {
+                    match self.updates.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep_until(wake.into()) => {}
+                    u = updates => if let Some(u) = u { self.install(u) },
+                    b = self.bound_rx.recv() => if let Some(b) = b { self.binding_done(b) },
+                    ev = ns_watch.next() => match ev {
+                        Ok(Some(ev)) if ev.kind != "BOOKMARK" => self.observe_namespace(&ev.kind, &ev.object),
+                        Ok(Some(_)) => {}
+                        Ok(None) => continue 'relist,
+                        Err(e) if e.is_gone() => continue 'relist,
+                        Err(e) => return Err(e.into()),
+                    },
                     ev = node_watch.next() => match ev {
                         Ok(Some(ev)) if ev.kind == "DELETED" => {
                             self.remove_node(ev.object["metadata"]["name"].as_str().unwrap_or(""));
                         }
                         Ok(Some(ev)) if ev.kind == "ADDED" || ev.kind == "MODIFIED" => {
                             self.upsert_node(&ev.object);
-                            self.retry_unschedulable();
+                            self.queue.cluster_changed();
                         }
                         Ok(Some(_)) => {}
                         Ok(None) => continue 'relist,
@@ -463,7 +700,7 @@ impl Scheduler {
                             let freed = ev.kind == "DELETED";
                             self.observe_pod(&ev.kind, &ev.object);
                             if freed {
-                                self.retry_unschedulable();
+                                self.queue.cluster_changed();
                             }
                         }
                         Ok(Some(_)) => {}
@@ -477,6 +714,16 @@ impl Scheduler {
     }
 }
 
-fn fail_message(plugin: &str, e: &CallError) -> String {
-    format!("running plugin {plugin:?} failed: {e}")
+fn event_object(pod: &Value, ty: &str, reason: &str, message: &str) -> Value {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let now = trellis_client::now_rfc3339();
+    json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{name}."), "namespace": ns},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name, "uid": pod["metadata"]["uid"]},
+        "reason": reason, "message": message, "type": ty, "count": 1,
+        "firstTimestamp": now, "lastTimestamp": now,
+        "source": {"component": "default-scheduler"}, "reportingComponent": "default-scheduler",
+    })
 }

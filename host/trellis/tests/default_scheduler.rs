@@ -35,21 +35,34 @@ fn the_default_profile_places_pods_like_upstream() {
     );
     let c = Cluster::start(&["up", "--plugin-dir", plugins.to_str().unwrap()], None);
     c.eventually(
-        "the scheduler's profile is announced",
+        "the default profile is active",
         Duration::from_secs(60),
-        || c.output().contains("scheduler profile default-scheduler:"),
+        || {
+            c.kubectl(&[
+                "get",
+                "schedulerprofile",
+                "default-scheduler",
+                "-o",
+                "jsonpath={.status.conditions[0].status}",
+            ])
+            .1 == "True"
+        },
     );
+    let active = c.ok(&[
+        "get",
+        "schedulerprofile",
+        "default-scheduler",
+        "-o",
+        "jsonpath={.status.conditions[0].message}",
+    ]);
     for needed in [
         "node-name",
         "taint-toleration",
         "node-affinity",
         "node-resources-fit",
+        "pod-topology-spread",
     ] {
-        assert!(
-            c.output().contains(needed),
-            "{needed} missing from the profile:\n{}",
-            c.output()
-        );
+        assert!(active.contains(needed), "{needed} missing: {active}");
     }
     let _cpu = c.spawn(&["sim", "nodes", "--count", "3", "--zones", "3", "--cpu", "4"]);
     let _gpu = c.spawn(&[

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::Cluster;
 use trellis_plugin_host::scheduler::SchedulerPlugin;
 use trellis_plugin_host::{EngineConfig, PluginEngine, PluginSpec};
-use trellis_scheduler::{Profile, ProfilePlugin, Scheduler};
+use trellis_scheduler::{Entry, Profile, Scheduler};
 
 fn pod(name: &str) -> String {
     format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: app, image: nginx}}]\n")
@@ -42,8 +42,9 @@ fn pods_land_where_the_chain_says_and_unschedulable_pods_get_an_event() {
                 let spec = PluginSpec::new("zones").config(r#"{"preferredZones": ["zone-2"]}"#);
                 let plugin = SchedulerPlugin::load(&engine, &wasm, spec).unwrap();
                 let client = trellis_client::Client::from_kubeconfig(&kubeconfig).unwrap();
-                let profile = Profile::new("default-scheduler").with(ProfilePlugin::new(plugin, 1));
-                Scheduler::new(client, profile)
+                let profile = Profile::new("default-scheduler").with(Entry::wasm(plugin, 1));
+                Scheduler::new(client)
+                    .profile(profile)
                     .run(stop.notified())
                     .await
                     .unwrap();

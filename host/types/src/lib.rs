@@ -10,4 +10,5 @@
 
 #![warn(missing_docs)]
 
+pub mod duration;
 pub mod quantity;

@@ -65,6 +65,8 @@ pub(crate) fn validate(kind: &Kind, obj: &Value, old: Option<&Value>, errs: &mut
         ("trellis.dev", _) if !obj.get("spec").is_some_and(Value::is_object) => {
             errs.required("spec", "");
         }
+        ("trellis.dev", "Plugin") => plugin(spec, errs),
+        ("trellis.dev", "SchedulerProfile") => scheduler_profile(spec, errs),
         _ => {}
     }
 }
@@ -608,5 +610,169 @@ fn claim(spec: &Value, path: &str, errs: &mut Errs) {
     }
     if spec.pointer("/resources/requests/storage").is_none() {
         errs.required(&key(&child(path, "resources"), "storage"), "");
+    }
+}
+
+/// Largest inline component (`spec.source.wasm`, decoded), so that the
+/// object stays under the store's 1.5 MiB value limit.
+const MAX_INLINE_WASM: usize = 1024 * 1024;
+
+const ROLES: &[&str] = &["scheduler", "admission", "probe", "controller"];
+const CAPABILITIES: &[&str] = &[
+    "log",
+    "objects-read",
+    "objects-write",
+    "pod-network",
+    "pod-exec",
+];
+
+fn plugin(spec: &Value, errs: &mut Errs) {
+    match string(spec, "role") {
+        None => errs.required("spec.role", ""),
+        Some(r) if !ROLES.contains(&r) => errs.not_supported("spec.role", r, ROLES),
+        _ => {}
+    }
+    let src = spec.get("source").filter(|s| s.is_object());
+    match src {
+        None => errs.required("spec.source", "one of builtin or wasm"),
+        Some(src) => match (string(src, "builtin"), string(src, "wasm")) {
+            (Some(_), Some(_)) | (None, None) => errs.invalid(
+                "spec.source",
+                bad_json(src),
+                "exactly one of builtin or wasm must be set",
+            ),
+            (Some(b), None) => {
+                for m in names::dns1123_label(b) {
+                    errs.invalid("spec.source.builtin", Bad::Str(b), &m);
+                }
+            }
+            (None, Some(w)) => {
+                use base64::Engine as _;
+                match base64::engine::general_purpose::STANDARD.decode(w.trim()) {
+                    Err(e) => errs.invalid(
+                        "spec.source.wasm",
+                        Bad::Raw("<component>".into()),
+                        &format!("must be base64: {e}"),
+                    ),
+                    Ok(b) if b.len() > MAX_INLINE_WASM => {
+                        errs.too_long("spec.source.wasm", MAX_INLINE_WASM)
+                    }
+                    Ok(_) => {}
+                }
+            }
+        },
+    }
+    if let Some(pin) = string(spec, "sha256") {
+        let hex = pin.strip_prefix("sha256:").unwrap_or(pin);
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            errs.invalid(
+                "spec.sha256",
+                Bad::Str(pin),
+                "must be 64 hexadecimal digits",
+            );
+        }
+    }
+    if spec
+        .get("config")
+        .is_some_and(|c| !c.is_object() && !c.is_null())
+    {
+        errs.type_invalid("spec.config", "string", "object");
+    }
+    let grants = spec.get("grants").unwrap_or(&Value::Null);
+    for (i, c) in array(grants, "capabilities").iter().enumerate() {
+        let c = c.as_str().unwrap_or_default();
+        if !CAPABILITIES.contains(&c) {
+            errs.not_supported(&index("spec.grants.capabilities", i), c, CAPABILITIES);
+        }
+    }
+    for field in ["read", "write"] {
+        for (i, k) in array(grants, field).iter().enumerate() {
+            let at = index(&format!("spec.grants.{field}"), i);
+            if string(k, "kind").is_none() {
+                errs.required(&child(&at, "kind"), "");
+            }
+            if string(k, "group").is_none() {
+                errs.required(
+                    &child(&at, "group"),
+                    "\"\" for the core group, \"*\" for any",
+                );
+            }
+        }
+    }
+}
+
+fn scheduler_profile(spec: &Value, errs: &mut Errs) {
+    if let Some(p) = int(spec, "percentageOfNodesToScore").filter(|p| !(0..=100).contains(p)) {
+        errs.invalid(
+            "spec.percentageOfNodesToScore",
+            Bad::Int(p),
+            "must be between 0 and 100 (0 means adaptive)",
+        );
+    }
+    let plugins = array(spec, "plugins");
+    if plugins.is_empty() {
+        errs.required("spec.plugins", "a profile needs at least one plugin");
+    }
+    let mut seen = HashSet::new();
+    for (i, e) in plugins.iter().enumerate() {
+        let at = index("spec.plugins", i);
+        match string(e, "name") {
+            None => errs.required(&child(&at, "name"), "the name of a Plugin object"),
+            Some(n) => {
+                for m in names::dns1123_subdomain(n) {
+                    errs.invalid(&child(&at, "name"), Bad::Str(n), &m);
+                }
+                if !seen.insert(n) {
+                    errs.duplicate(&child(&at, "name"), Bad::Str(n));
+                }
+            }
+        }
+        if let Some(w) = int(e, "weight").filter(|w| !(0..=100).contains(w)) {
+            errs.invalid(
+                &child(&at, "weight"),
+                Bad::Int(w),
+                "must be between 0 and 100 (0: does not score)",
+            );
+        }
+        if let Some(d) = string(e, "deadline") {
+            match trellis_types::duration::parse(d) {
+                Err(m) => errs.invalid(&child(&at, "deadline"), Bad::Str(d), &m),
+                Ok(t)
+                    if t < std::time::Duration::from_millis(1)
+                        || t > std::time::Duration::from_secs(10) =>
+                {
+                    errs.invalid(
+                        &child(&at, "deadline"),
+                        Bad::Str(d),
+                        "must be between 1ms and 10s",
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
+        if let Some(m) = string(e, "memoryLimit") {
+            match trellis_types::quantity::parse_bytes(m) {
+                Err(err) => errs.invalid(&child(&at, "memoryLimit"), Bad::Str(m), &err.to_string()),
+                Ok(b) if !((1 << 20)..=(4i64 << 30)).contains(&b) => errs.invalid(
+                    &child(&at, "memoryLimit"),
+                    Bad::Str(m),
+                    "must be between 1Mi and 4Gi",
+                ),
+                Ok(_) => {}
+            }
+        }
+        if let Some(f) = string(e, "failurePolicy") {
+            if !["Fail", "Ignore"].contains(&f) {
+                errs.not_supported(&child(&at, "failurePolicy"), f, &["Fail", "Ignore"]);
+            }
+        }
+        if e.get("config")
+            .is_some_and(|c| !c.is_object() && !c.is_null())
+        {
+            errs.type_invalid(&child(&at, "config"), "string", "object");
+        }
+        if e.get("filter").is_some_and(|f| !f.is_boolean()) {
+            errs.type_invalid(&child(&at, "filter"), "string", "boolean");
+        }
     }
 }

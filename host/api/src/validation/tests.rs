@@ -907,9 +907,61 @@ fn trellis_kinds() {
     let obj = created(
         "trellis.dev",
         "Plugin",
-        json!({ "spec": { "anything": { "goes": [1] } } }),
+        json!({ "spec": { "role": "scheduler", "source": { "builtin": "node-name" }, "anything": { "goes": [1] } } }),
     );
     assert_eq!(obj["spec"]["anything"]["goes"][0], 1);
+    let c = causes(
+        "trellis.dev",
+        "Plugin",
+        json!({ "spec": {
+        "role": "sidecar", "source": { "builtin": "a", "wasm": "AA==" }, "sha256": "abc",
+        "grants": { "capabilities": ["net"], "read": [{ "kind": "Pod" }] }
+    } }),
+    );
+    assert_eq!(
+        c,
+        [
+            "spec.role: Unsupported value: \"sidecar\": supported values: \"scheduler\", \"admission\", \"probe\", \"controller\"",
+            "spec.source: Invalid value: {\"builtin\":\"a\",\"wasm\":\"AA==\"}: exactly one of builtin or wasm must be set",
+            "spec.sha256: Invalid value: \"abc\": must be 64 hexadecimal digits",
+            "spec.grants.capabilities[0]: Unsupported value: \"net\": supported values: \"log\", \"objects-read\", \"objects-write\", \"pod-network\", \"pod-exec\"",
+            "spec.grants.read[0].group: Required value: \"\" for the core group, \"*\" for any",
+        ]
+    );
+    let c = causes(
+        "trellis.dev",
+        "SchedulerProfile",
+        json!({ "spec": {
+        "percentageOfNodesToScore": 101,
+        "plugins": [
+            { "name": "fit", "weight": 101, "deadline": "5", "memoryLimit": "1Ki", "failurePolicy": "Retry" },
+            { "name": "fit", "filter": "yes" },
+            { "weight": 1 },
+        ]
+    } }),
+    );
+    assert_eq!(
+        c,
+        [
+            "spec.percentageOfNodesToScore: Invalid value: 101: must be between 0 and 100 (0 means adaptive)",
+            "spec.plugins[0].weight: Invalid value: 101: must be between 0 and 100 (0: does not score)",
+            "spec.plugins[0].deadline: Invalid value: \"5\": invalid duration \"5\": expected e.g. \"100ms\", \"2s\" or \"1m30s\"",
+            "spec.plugins[0].memoryLimit: Invalid value: \"1Ki\": must be between 1Mi and 4Gi",
+            "spec.plugins[0].failurePolicy: Unsupported value: \"Retry\": supported values: \"Fail\", \"Ignore\"",
+            "spec.plugins[1].name: Duplicate value: \"fit\"",
+            "spec.plugins[1].filter: Invalid value: \"string\": spec.plugins[1].filter in body must be of type boolean: \"string\"",
+            "spec.plugins[2].name: Required value: the name of a Plugin object",
+        ]
+    );
+    let c = causes(
+        "trellis.dev",
+        "SchedulerProfile",
+        json!({ "spec": { "plugins": [] } }),
+    );
+    assert_eq!(
+        c,
+        ["spec.plugins: Required value: a profile needs at least one plugin"]
+    );
     let err = create("trellis.dev", "Plugin", json!({ "spec": {}, "extra": 1 })).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -64,7 +64,7 @@ fn kubeconfig(server: &str, ca_pem: &str, token: &str) -> String {
 }
 
 /// Upstream's default scheduler plugins, in chain order, with their score weights.
-const DEFAULT_PLUGINS: &[(&str, i64)] = &[
+pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("node-name", 0),
     ("node-unschedulable", 0),
     ("taint-toleration", 3),
@@ -72,6 +72,7 @@ const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("node-resources-fit", 1),
     ("node-resources-balanced-allocation", 1),
     ("pod-topology-spread", 2),
+    ("inter-pod-affinity", 2),
     ("image-locality", 1),
 ];
 
@@ -82,36 +83,94 @@ pub fn default_plugin_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("build/plugins"))
 }
 
-/// The `default-scheduler` profile from the default plugins found in `dir`
-/// (missing ones are skipped with a warning); `None` when there are none.
-fn default_profile(dir: &Path, cache: &Path) -> anyhow::Result<Option<trellis_scheduler::Profile>> {
-    use trellis_plugin_host::scheduler::SchedulerPlugin;
+/// Make sure a `Plugin` object exists for each default plugin found in `dir`
+/// and that the `default-scheduler` profile exists; objects already there
+/// (perhaps edited by the operator) are left alone.
+async fn bootstrap_profiles(client: &trellis_client::Client, dir: &Path) -> anyhow::Result<()> {
+    use serde_json::json;
+    let plugins = trellis_client::Resource::new("trellis.dev", "v1alpha1", "plugins", false);
+    let profiles =
+        trellis_client::Resource::new("trellis.dev", "v1alpha1", "schedulerprofiles", false);
+    let mut entries = Vec::new();
+    for (name, weight) in DEFAULT_PLUGINS {
+        if !dir.join(format!("{name}.wasm")).exists() {
+            tracing::warn!(plugin = name, dir = %dir.display(), "default scheduler plugin not built; the default profile runs without it (run `cargo xtask plugins`)");
+            continue;
+        }
+        let obj = json!({
+            "apiVersion": "trellis.dev/v1alpha1", "kind": "Plugin",
+            "metadata": {"name": name, "labels": {"trellis.dev/default": "true"}},
+            "spec": {"role": "scheduler", "source": {"builtin": name}},
+        });
+        create_if_absent(client, &plugins, &obj).await?;
+        entries.push(json!({"name": name, "weight": weight}));
+    }
+    let profile = json!({
+        "apiVersion": "trellis.dev/v1alpha1", "kind": "SchedulerProfile",
+        "metadata": {"name": "default-scheduler"},
+        "spec": {"percentageOfNodesToScore": 0, "plugins": entries},
+    });
+    create_if_absent(client, &profiles, &profile).await?;
+    println!(
+        "trellis: scheduler profile default-scheduler: {} default plugins from {}",
+        entries.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
+async fn create_if_absent(
+    client: &trellis_client::Client,
+    res: &trellis_client::Resource,
+    obj: &serde_json::Value,
+) -> anyhow::Result<()> {
+    match client.create(res, "", obj).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(409) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "creating {} {}: {e}",
+            obj["kind"].as_str().unwrap_or_default(),
+            obj["metadata"]["name"].as_str().unwrap_or_default()
+        )),
+    }
+}
+
+/// Run the scheduler against the API server until `stop` says so: the
+/// default profile and plugins are created if absent, then every
+/// `SchedulerProfile` is served. Reconnects when the API server goes away.
+async fn run_scheduler(
+    kubeconfig: PathBuf,
+    plugin_dir: PathBuf,
+    cache: PathBuf,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let client = trellis_client::Client::from_kubeconfig(&kubeconfig)?;
+    bootstrap_profiles(&client, &plugin_dir).await?;
     let engine = trellis_plugin_host::PluginEngine::new(trellis_plugin_host::EngineConfig {
-        cache_dir: Some(cache.to_path_buf()),
+        cache_dir: Some(cache),
         ..Default::default()
     })?;
-    let mut profile = trellis_scheduler::Profile::new("default-scheduler");
-    let mut loaded = Vec::new();
-    for (name, weight) in DEFAULT_PLUGINS {
-        let path = dir.join(format!("{name}.wasm"));
-        let Ok(wasm) = std::fs::read(&path) else {
-            tracing::warn!(plugin = name, path = %path.display(), "default scheduler plugin not found; the profile runs without it");
-            continue;
-        };
-        let plugin =
-            SchedulerPlugin::load(&engine, &wasm, trellis_plugin_host::PluginSpec::new(*name))
-                .with_context(|| format!("loading {}", path.display()))?;
-        profile = profile.with(trellis_scheduler::ProfilePlugin::new(plugin, *weight));
-        loaded.push(*name);
+    let source = trellis_scheduler::PluginSource::new(engine, Some(plugin_dir));
+    let mut sched = trellis_scheduler::Scheduler::new(client).watch_profiles(source);
+    loop {
+        let mut rx = stop.clone();
+        match sched
+            .run(async move {
+                let _ = rx.changed().await;
+            })
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the scheduler lost the API server; retrying");
+                let mut rx = stop.clone();
+                tokio::select! {
+                    _ = rx.changed() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        }
     }
-    if loaded.is_empty() {
-        return Ok(None);
-    }
-    println!(
-        "trellis: scheduler profile default-scheduler: {}",
-        loaded.join(", ")
-    );
-    Ok(Some(profile))
 }
 
 /// Run the API server over `store` until Ctrl-C or SIGTERM.
@@ -165,40 +224,19 @@ pub async fn run_with(
     println!("  kubectl get namespaces");
     println!();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let scheduler = match plugin_dir.map(|d| (d, default_profile(d, &data_dir.join("artifacts")))) {
-        Some((_, Err(e))) => return Err(e),
-        Some((_, Ok(Some(profile)))) => {
-            let client = trellis_client::Client::from_kubeconfig(&kubeconfig_path)?;
-            let rx = stop_rx.clone();
-            Some(tokio::spawn(async move {
-                let mut sched = trellis_scheduler::Scheduler::new(client, profile);
-                loop {
-                    let mut stop = rx.clone();
-                    match sched
-                        .run(async move {
-                            let _ = stop.changed().await;
-                        })
-                        .await
-                    {
-                        Ok(()) => return,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the scheduler lost the API server; retrying");
-                            let mut stop = rx.clone();
-                            tokio::select! {
-                                _ = stop.changed() => return,
-                                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                            }
-                        }
-                    }
-                }
-            }))
-        }
-        Some((dir, Ok(None))) => {
-            println!("trellis: no scheduler plugins in {}; pods stay unscheduled (run `cargo xtask plugins`)", dir.display());
-            None
-        }
-        None => None,
-    };
+    let scheduler = plugin_dir.map(|dir| {
+        let task = run_scheduler(
+            kubeconfig_path.clone(),
+            dir.to_path_buf(),
+            data_dir.join("artifacts"),
+            stop_rx.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = task.await {
+                eprintln!("trellis: the scheduler stopped: {e:#}");
+            }
+        })
+    });
     println!("Press Ctrl-C to stop.");
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

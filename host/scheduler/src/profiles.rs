@@ -1,0 +1,518 @@
+//! Profiles from the cluster: `SchedulerProfile` objects name `Plugin`
+//! objects (both `trellis.dev/v1alpha1`, cluster-scoped). A task watches
+//! both; when a profile or a plugin it names changes, it loads the chain off
+//! the scheduling path and hands it to the scheduler, which swaps it in
+//! between two pods. A profile that cannot be built (a plugin missing, not a
+//! scheduler plugin, failing to compile, refusing its config) is reported in
+//! its `Ready` condition and the chain already running stays.
+//!
+//! ```yaml
+//! apiVersion: trellis.dev/v1alpha1
+//! kind: Plugin
+//! metadata: {name: zone-maintenance}
+//! spec:
+//!   role: scheduler
+//!   source: {builtin: zone-maintenance}   # or {wasm: <base64 component>}
+//!   sha256: "…"                           # optional pin
+//!   config: {preferredZones: [zone-a]}    # default config
+//!   grants: {capabilities: [log]}
+//! ---
+//! apiVersion: trellis.dev/v1alpha1
+//! kind: SchedulerProfile
+//! metadata: {name: default-scheduler}      # = spec.schedulerName of its pods
+//! spec:
+//!   percentageOfNodesToScore: 0            # 0 = adaptive, as upstream
+//!   plugins:                               # filters run in this order
+//!   - name: node-resources-fit             # a Plugin object
+//!     weight: 1                            # score weight, 0 = do not score
+//!     filter: true                         # default true
+//!     config: {scoringStrategy: {type: MostAllocated}}
+//!     deadline: 100ms
+//!     memoryLimit: 64Mi
+//!     failurePolicy: Fail                  # or Ignore
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use trellis_client::{Client, ClientError, ListParams, Patch, Resource};
+use trellis_plugin_host::scheduler::SchedulerPlugin;
+use trellis_plugin_host::{Budget, CompiledComponent, Digest, Grants, PluginEngine, PluginSpec};
+
+use crate::chain::{Entry, FailurePolicy, Profile, WasmPlugin};
+use crate::ProfileUpdate;
+
+/// Where `Plugin` objects' components come from.
+#[derive(Clone)]
+pub struct PluginSource {
+    engine: PluginEngine,
+    builtin_dir: Option<PathBuf>,
+}
+
+impl PluginSource {
+    /// Components through `engine`; `source.builtin: NAME` reads
+    /// `builtin_dir/NAME.wasm`.
+    pub fn new(engine: PluginEngine, builtin_dir: Option<PathBuf>) -> Self {
+        Self {
+            engine,
+            builtin_dir,
+        }
+    }
+
+    /// The component bytes a `Plugin` object names, checked against its
+    /// `sha256` pin.
+    pub fn wasm(&self, plugin: &Value) -> Result<Vec<u8>, String> {
+        let spec = &plugin["spec"];
+        let src = &spec["source"];
+        let bytes = if let Some(name) = src["builtin"].as_str() {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(format!("source.builtin {name:?} is not a plugin name"));
+            }
+            let dir = self
+                .builtin_dir
+                .as_ref()
+                .ok_or("this scheduler has no builtin plugin directory")?;
+            let path = dir.join(format!("{name}.wasm"));
+            std::fs::read(&path).map_err(|e| {
+                format!(
+                    "builtin plugin {name:?}: cannot read {}: {e}",
+                    path.display()
+                )
+            })?
+        } else if let Some(b64) = src["wasm"].as_str() {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| format!("source.wasm is not base64: {e}"))?
+        } else {
+            return Err("spec.source needs builtin or wasm".into());
+        };
+        if let Some(pin) = spec["sha256"].as_str() {
+            let got = Digest::of(&bytes).to_string();
+            let want = pin.strip_prefix("sha256:").unwrap_or(pin);
+            if got.strip_prefix("sha256:") != Some(want) {
+                return Err(format!(
+                    "the component's digest is {got}, not the pinned sha256:{want}"
+                ));
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+fn plugins_res() -> Resource {
+    Resource::new("trellis.dev", "v1alpha1", "plugins", false)
+}
+fn profiles_res() -> Resource {
+    Resource::new("trellis.dev", "v1alpha1", "schedulerprofiles", false)
+}
+
+/// Identity of an object's spec: uid and generation.
+fn version_of(obj: &Value) -> String {
+    format!(
+        "{}/{}",
+        obj["metadata"]["uid"].as_str().unwrap_or(""),
+        obj["metadata"]["generation"].as_i64().unwrap_or(0)
+    )
+}
+
+/// One profile entry as written in the object.
+struct EntrySpec {
+    name: String,
+    filter: bool,
+    weight: i64,
+    config: Option<Value>,
+    budget: Budget,
+    failure: FailurePolicy,
+}
+
+fn entry_spec(i: usize, e: &Value) -> Result<EntrySpec, String> {
+    let at = format!("spec.plugins[{i}]");
+    let name = e["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or(format!("{at}.name: Required value"))?
+        .to_string();
+    let mut budget = Budget::default();
+    if let Some(d) = e["deadline"].as_str() {
+        budget.deadline =
+            trellis_types::duration::parse(d).map_err(|m| format!("{at}.deadline: {m}"))?;
+    }
+    if let Some(m) = e["memoryLimit"].as_str() {
+        budget.memory_bytes = trellis_types::quantity::parse_bytes(m)
+            .map_err(|err| format!("{at}.memoryLimit: {err}"))?
+            as usize;
+    }
+    let failure = match e["failurePolicy"].as_str().unwrap_or("Fail") {
+        "Fail" => FailurePolicy::Fail,
+        "Ignore" => FailurePolicy::Ignore,
+        other => return Err(format!("{at}.failurePolicy: Unsupported value: {other:?}")),
+    };
+    Ok(EntrySpec {
+        name,
+        filter: e["filter"].as_bool().unwrap_or(true),
+        weight: e["weight"].as_i64().unwrap_or(1),
+        config: e.get("config").filter(|c| !c.is_null()).cloned(),
+        budget,
+        failure,
+    })
+}
+
+/// Compiled components by digest, so a plugin used by several entries or
+/// profiles compiles once.
+#[derive(Default)]
+struct Compiled(HashMap<String, CompiledComponent>);
+
+impl Compiled {
+    fn get(&mut self, engine: &PluginEngine, wasm: &[u8]) -> Result<CompiledComponent, String> {
+        let digest = Digest::of(wasm).to_string();
+        if let Some(c) = self.0.get(&digest) {
+            return Ok(c.clone());
+        }
+        let c = engine.compile(wasm).map_err(|e| e.to_string())?;
+        self.0.insert(digest, c.clone());
+        Ok(c)
+    }
+}
+
+/// Load one plugin object as a scheduler plugin with `config` and `budget`.
+fn load(
+    source: &PluginSource,
+    compiled: &mut Compiled,
+    plugin: &Value,
+    config: Option<&Value>,
+    budget: Budget,
+) -> Result<(SchedulerPlugin, String), String> {
+    let name = plugin["metadata"]["name"].as_str().unwrap_or_default();
+    let role = plugin["spec"]["role"].as_str().unwrap_or_default();
+    if role != "scheduler" {
+        return Err(format!(
+            "plugin {name:?} has role {role:?}, not \"scheduler\""
+        ));
+    }
+    let wasm = source.wasm(plugin)?;
+    let component = compiled.get(&source.engine, &wasm)?;
+    let grants = Grants::from_json(&plugin["spec"]["grants"])?;
+    let config = config
+        .or(plugin["spec"].get("config").filter(|c| !c.is_null()))
+        .map(Value::to_string)
+        .unwrap_or_else(|| "{}".into());
+    let spec = PluginSpec::new(name)
+        .config(config)
+        .budget(budget)
+        .grants(grants);
+    let loaded = SchedulerPlugin::from_compiled(&source.engine, &component, spec)
+        .map_err(|e| e.to_string())?;
+    Ok((loaded, component.digest.to_string()))
+}
+
+fn build(
+    source: &PluginSource,
+    compiled: &mut Compiled,
+    profile: &Value,
+    plugins: &BTreeMap<String, Value>,
+) -> Result<Profile, String> {
+    let name = profile["metadata"]["name"].as_str().unwrap_or_default();
+    let spec = &profile["spec"];
+    let pct = spec["percentageOfNodesToScore"].as_u64().unwrap_or(0);
+    if pct > 100 {
+        return Err("spec.percentageOfNodesToScore: must be between 0 and 100".into());
+    }
+    let mut out = Profile::new(name).percentage_of_nodes_to_score(pct as u32);
+    let entries = spec["plugins"].as_array().cloned().unwrap_or_default();
+    for (i, e) in entries.iter().enumerate() {
+        let e = entry_spec(i, e)?;
+        let obj = plugins
+            .get(&e.name)
+            .ok_or_else(|| format!("plugin {:?}: no Plugin object of that name", e.name))?;
+        let (plugin, _) = load(source, compiled, obj, e.config.as_ref(), e.budget)
+            .map_err(|m| format!("plugin {:?}: {m}", e.name))?;
+        let mut entry =
+            Entry::new(e.name, Box::new(WasmPlugin::new(plugin)), e.weight).failure(e.failure);
+        entry.filter = e.filter;
+        out = out.with(entry);
+    }
+    Ok(out)
+}
+
+fn condition(ok: bool, reason: &str, message: &str) -> Value {
+    json!([{
+        "type": "Ready",
+        "status": if ok { "True" } else { "False" },
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": trellis_client::now_rfc3339(),
+    }])
+}
+
+/// Patch `status` unless it already says the same (our own status writes
+/// come back through the watch; comparing keeps that from looping).
+async fn set_status(client: &Client, res: &Resource, obj: &Value, mut status: Value) {
+    let same = |a: &Value, b: &Value| {
+        a["observedGeneration"] == b["observedGeneration"]
+            && a["conditions"][0]["status"] == b["conditions"][0]["status"]
+            && a["conditions"][0]["message"] == b["conditions"][0]["message"]
+    };
+    status["observedGeneration"] = obj["metadata"]["generation"].clone();
+    if same(&obj["status"], &status) {
+        return;
+    }
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let patch = json!({ "status": status });
+    if let Err(e) = client
+        .patch(res, "", name, "status", Patch::Merge, &patch)
+        .await
+    {
+        if !e.is_not_found() {
+            tracing::warn!(object = name, error = %e, "cannot write status");
+        }
+    }
+}
+
+struct Watcher {
+    client: Client,
+    source: PluginSource,
+    tx: mpsc::Sender<ProfileUpdate>,
+    plugins: BTreeMap<String, Value>,
+    profiles: BTreeMap<String, Value>,
+    /// Profile name -> the versions it was last built from.
+    built: HashMap<String, String>,
+    /// Plugin name -> version last checked.
+    checked: HashMap<String, String>,
+    compiled: Compiled,
+}
+
+impl Watcher {
+    fn fingerprint(&self, profile: &Value) -> String {
+        let mut f = version_of(profile);
+        for e in profile["spec"]["plugins"].as_array().into_iter().flatten() {
+            let n = e["name"].as_str().unwrap_or_default();
+            f.push(';');
+            f.push_str(&self.plugins.get(n).map(version_of).unwrap_or_default());
+        }
+        f
+    }
+
+    /// Bring every profile and scheduler plugin up to date.
+    async fn reconcile(&mut self) -> Result<(), ()> {
+        // Plugins: load each new version once, to report whether it works.
+        let todo: Vec<Value> = self
+            .plugins
+            .values()
+            .filter(|p| p["spec"]["role"] == "scheduler")
+            .filter(|p| {
+                let name = p["metadata"]["name"].as_str().unwrap_or_default();
+                self.checked.get(name) != Some(&version_of(p))
+            })
+            .cloned()
+            .collect();
+        for p in todo {
+            let name = p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let pc = p.clone();
+            let result = self
+                .blocking(move |s, c| {
+                    load(s, c, &pc, None, Budget::default())
+                        .map(|(pl, digest)| (pl.info().clone(), digest))
+                })
+                .await;
+            let status = match result {
+                Ok((info, digest)) => {
+                    let mut phases = Vec::new();
+                    if info
+                        .phases
+                        .contains(trellis_plugin_host::scheduler::Phases::FILTER)
+                    {
+                        phases.push("filter");
+                    }
+                    if info
+                        .phases
+                        .contains(trellis_plugin_host::scheduler::Phases::SCORE)
+                    {
+                        phases.push("score");
+                    }
+                    json!({
+                        "digest": digest,
+                        "info": {"name": info.name, "version": info.version, "phases": phases},
+                        "conditions": condition(true, "Loaded", "compiled, linked and configured"),
+                    })
+                }
+                Err(m) => json!({"conditions": condition(false, "LoadFailed", &m)}),
+            };
+            set_status(&self.client, &plugins_res(), &p, status).await;
+            self.checked.insert(name, version_of(&p));
+        }
+        // Profiles.
+        let names: Vec<String> = self.profiles.keys().cloned().collect();
+        for name in names {
+            let profile = self.profiles[&name].clone();
+            let fp = self.fingerprint(&profile);
+            if self.built.get(&name) == Some(&fp) {
+                continue;
+            }
+            let plugins = self.plugins.clone();
+            let result = self
+                .blocking({
+                    let profile = profile.clone();
+                    move |s, c| build(s, c, &profile, &plugins)
+                })
+                .await;
+            match result {
+                Ok(chain) => {
+                    let list: Vec<&str> = chain.entries().iter().map(|e| e.name.as_str()).collect();
+                    let message = format!("chain active: {}", list.join(", "));
+                    if self.tx.send(ProfileUpdate::Install(chain)).await.is_err() {
+                        return Err(()); // the scheduler stopped
+                    }
+                    set_status(
+                        &self.client,
+                        &profiles_res(),
+                        &profile,
+                        json!({"conditions": condition(true, "Active", &message)}),
+                    )
+                    .await;
+                }
+                Err(m) => {
+                    tracing::warn!(profile = %name, error = %m, "profile refused; the previous chain keeps running");
+                    let message = format!("{m}; the previous chain (if any) keeps running");
+                    set_status(
+                        &self.client,
+                        &profiles_res(),
+                        &profile,
+                        json!({"conditions": condition(false, "Invalid", &message)}),
+                    )
+                    .await;
+                }
+            }
+            self.built.insert(name, fp);
+        }
+        let gone: Vec<String> = self
+            .built
+            .keys()
+            .filter(|n| !self.profiles.contains_key(*n))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.built.remove(&n);
+            if self.tx.send(ProfileUpdate::Remove(n)).await.is_err() {
+                return Err(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Run compile-heavy work on the blocking pool.
+    async fn blocking<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&PluginSource, &mut Compiled) -> R + Send + 'static,
+    ) -> R {
+        let mut compiled = std::mem::take(&mut self.compiled);
+        let source = self.source.clone();
+        let (r, compiled) = tokio::task::spawn_blocking(move || {
+            let r = f(&source, &mut compiled);
+            (r, compiled)
+        })
+        .await
+        .expect("loading a plugin panicked");
+        self.compiled = compiled;
+        r
+    }
+}
+
+async fn list_watch(client: &Client, w: &mut Watcher) -> Result<(), ClientError> {
+    let all = ListParams::default();
+    let pl = client.list(&plugins_res(), "", &all).await?;
+    let pr = client.list(&profiles_res(), "", &all).await?;
+    w.plugins = pl
+        .items()
+        .iter()
+        .map(|o| {
+            (
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                o.clone(),
+            )
+        })
+        .collect();
+    w.profiles = pr
+        .items()
+        .iter()
+        .map(|o| {
+            (
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                o.clone(),
+            )
+        })
+        .collect();
+    if w.reconcile().await.is_err() {
+        return Ok(());
+    }
+    let mut plugin_watch = client
+        .watch(&plugins_res(), "", &all, pl.resource_version())
+        .await?;
+    let mut profile_watch = client
+        .watch(&profiles_res(), "", &all, pr.resource_version())
+        .await?;
+    loop {
+        let (ev, plugins) = tokio::select! {
+            ev = plugin_watch.next() => (ev?, true),
+            ev = profile_watch.next() => (ev?, false),
+        };
+        let Some(ev) = ev else { return Ok(()) };
+        if ev.kind == "BOOKMARK" {
+            continue;
+        }
+        let name = ev.object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let map = if plugins {
+            &mut w.plugins
+        } else {
+            &mut w.profiles
+        };
+        if ev.kind == "DELETED" {
+            map.remove(&name);
+        } else {
+            map.insert(name, ev.object);
+        }
+        if w.reconcile().await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Watch profiles and plugins until the scheduler goes away.
+pub(crate) async fn run(client: Client, source: PluginSource, tx: mpsc::Sender<ProfileUpdate>) {
+    let mut w = Watcher {
+        client: client.clone(),
+        source,
+        tx,
+        plugins: BTreeMap::new(),
+        profiles: BTreeMap::new(),
+        built: HashMap::new(),
+        checked: HashMap::new(),
+        compiled: Compiled::default(),
+    };
+    loop {
+        if w.tx.is_closed() {
+            return;
+        }
+        if let Err(e) = list_watch(&client, &mut w).await {
+            if !e.is_gone() {
+                tracing::warn!(error = %e, "watching scheduler profiles failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

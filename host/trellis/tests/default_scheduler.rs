@@ -1,6 +1,6 @@
 //! `trellis up` schedules with upstream's default plugins as Wasm components:
-//! pods with nodeSelector, tolerations, node affinity and resource requests
-//! land where upstream would put them, and a pod that fits nowhere gets a
+//! pods with nodeSelector, tolerations, node affinity, pod anti-affinity,
+//! topology spread and resource requests land where upstream would put them, and a pod that fits nowhere gets a
 //! FailedScheduling event worded like upstream's.
 
 mod common;
@@ -125,6 +125,64 @@ fn the_default_profile_places_pods_like_upstream() {
         "0/4 nodes are available: 1 node(s) had untolerated taint {gpu: true}, 3 Insufficient cpu."
     );
     assert_eq!(node_of(&c, "wants-gpu"), "");
+
+    // Required anti-affinity on the hostname: one `web` pod per node; the
+    // fourth fits nowhere (the gpu node is tainted).
+    for i in 1..=4 {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web-{i}, labels: {{app: web}}}}\nspec:\n  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - labelSelector: {{matchLabels: {{app: web}}}}\n        topologyKey: kubernetes.io/hostname\n  containers: [{{name: app, image: nginx}}]\n"
+        ));
+    }
+    let mut web_nodes: Vec<String> = Vec::new();
+    for i in 1..=3 {
+        c.eventually(&format!("web-{i} placed"), Duration::from_secs(30), || {
+            !node_of(&c, &format!("web-{i}")).is_empty()
+        });
+        web_nodes.push(node_of(&c, &format!("web-{i}")));
+    }
+    web_nodes.sort();
+    assert_eq!(
+        web_nodes,
+        ["sim-node-00001", "sim-node-00002", "sim-node-00003"],
+        "anti-affinity spreads one web pod per node"
+    );
+    c.eventually("web-4 refused", Duration::from_secs(30), || {
+        !failed_message(&c, "web-4").is_empty()
+    });
+    assert_eq!(
+        failed_message(&c, "web-4"),
+        "0/4 nodes are available: 1 node(s) had untolerated taint {gpu: true}, 3 node(s) didn't match pod anti-affinity rules."
+    );
+
+    // Topology spread over zones with maxSkew 1: six pods, two per zone,
+    // although they prefer zone-0 (node affinity) and would all go there
+    // without the constraint.
+    for i in 1..=6 {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: spread-{i}, labels: {{app: spread}}}}\nspec:\n  affinity:\n    nodeAffinity:\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - weight: 100\n        preference: {{matchExpressions: [{{key: topology.kubernetes.io/zone, operator: In, values: [zone-0]}}]}}\n  topologySpreadConstraints:\n  - maxSkew: 1\n    topologyKey: topology.kubernetes.io/zone\n    whenUnsatisfiable: DoNotSchedule\n    labelSelector: {{matchLabels: {{app: spread}}}}\n  containers: [{{name: app, image: nginx, resources: {{requests: {{cpu: 100m}}}}}}]\n"
+        ));
+        c.eventually(
+            &format!("spread-{i} placed"),
+            Duration::from_secs(30),
+            || !node_of(&c, &format!("spread-{i}")).is_empty(),
+        );
+    }
+    let mut per_node = std::collections::BTreeMap::new();
+    for i in 1..=6 {
+        *per_node
+            .entry(node_of(&c, &format!("spread-{i}")))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_node.into_iter().collect::<Vec<_>>(),
+        [
+            ("sim-node-00001".to_string(), 2),
+            ("sim-node-00002".to_string(), 2),
+            ("sim-node-00003".to_string(), 2)
+        ],
+        "two spread pods per zone"
+    );
+
     let described = c.ok(&["describe", "pod", "huge"]);
     assert!(
         described.contains("FailedScheduling") && described.contains("3 Insufficient cpu"),

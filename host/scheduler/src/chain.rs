@@ -376,3 +376,174 @@ pub(crate) enum Outcome {
 fn fail_message(plugin: &str, e: &CallError) -> String {
     format!("running plugin {plugin:?} failed: {e}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trellis_plugin_host::scheduler::{Reason, Rejection};
+    use trellis_plugin_host::PluginFault;
+
+    /// Refuses odd node ids; scores a node by its id; counts what it saw.
+    struct Odd {
+        phases: Phases,
+        seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        broken: bool,
+    }
+
+    fn odd(phases: Phases) -> (Box<Odd>, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let p = Odd {
+            phases,
+            seen: seen.clone(),
+            broken: false,
+        };
+        (Box::new(p), seen)
+    }
+
+    impl ChainPlugin for Odd {
+        fn info(&self) -> PluginInfo {
+            PluginInfo {
+                name: "Odd".into(),
+                version: "0".into(),
+                phases: self.phases,
+            }
+        }
+        fn upsert_node(&mut self, _: NodeId, _: &Node) -> Result<(), CallError> {
+            Ok(())
+        }
+        fn remove_node(&mut self, _: NodeId) -> Result<(), CallError> {
+            Ok(())
+        }
+        fn assume_pod(&mut self, _: NodeId, _: &PlacedPod) -> Result<(), CallError> {
+            Ok(())
+        }
+        fn forget_pod(&mut self, _: NodeId, _: &str) -> Result<(), CallError> {
+            Ok(())
+        }
+        fn filter(
+            &mut self,
+            _: &Pod,
+            candidates: &[NodeId],
+            max: u32,
+        ) -> Result<FilterResult, CallError> {
+            if self.broken {
+                return Err(CallError::Plugin(PluginFault {
+                    kind: trellis_plugin_host::FaultKind::Internal,
+                    message: "broken".into(),
+                }));
+            }
+            let mut r = FilterResult {
+                feasible: vec![],
+                rejected: vec![],
+                reasons: vec![Reason {
+                    message: "node(s) were odd".into(),
+                    unresolvable: false,
+                }],
+            };
+            for &n in candidates {
+                if max > 0 && r.feasible.len() == max as usize {
+                    break;
+                }
+                self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n % 2 == 1 {
+                    r.rejected.push(Rejection { node: n, reason: 0 });
+                } else {
+                    r.feasible.push(n);
+                }
+            }
+            Ok(r)
+        }
+        fn score(&mut self, _: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, CallError> {
+            Ok(candidates.iter().map(|n| (*n % 101) as u8).collect())
+        }
+    }
+
+    fn pod() -> Pod {
+        let json = serde_json::json!({"metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        trellis_plugin_host::scheduler::k8s::pod(&json, vec![]).unwrap()
+    }
+
+    #[test]
+    fn small_clusters_are_examined_whole_and_the_best_node_wins() {
+        let (p, seen) = odd(Phases::FILTER | Phases::SCORE);
+        let mut profile = Profile::new("t").with(Entry::new("odd", p, 1));
+        let nodes: Vec<NodeId> = (0..50).collect();
+        let mut why = Explanation::default();
+        let Outcome::Fits(n) = profile.decide(&pod(), &nodes, &mut why) else {
+            panic!("no fit")
+        };
+        assert_eq!(n, 48, "highest even id scores best");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 50);
+        assert_eq!((why.examined, why.feasible), (50, 25));
+    }
+
+    #[test]
+    fn large_clusters_are_sampled_from_a_rotating_start() {
+        let (p, seen) = odd(Phases::FILTER);
+        let mut profile = Profile::new("t").with(Entry::new("odd", p, 1));
+        let nodes: Vec<NodeId> = (0..5000).collect();
+        // Upstream: 5000 nodes -> 50 - 5000/125 = 10 % -> 500 feasible wanted.
+        assert_eq!(profile.feasible_to_find(5000), 500);
+        assert_eq!(profile.feasible_to_find(99), 99);
+        assert_eq!(profile.feasible_to_find(200), 100);
+        let mut why = Explanation::default();
+        assert!(matches!(
+            profile.decide(&pod(), &nodes, &mut why),
+            Outcome::Fits(_)
+        ));
+        assert_eq!(why.feasible, 500);
+        assert!(why.examined < 1100, "examined {}", why.examined);
+        let first = seen.swap(0, std::sync::atomic::Ordering::Relaxed);
+        assert!(first < 1100);
+        // The next pod starts where the last stopped.
+        let start = profile.next_start;
+        assert_eq!(start, why.examined);
+        let mut why = Explanation::default();
+        profile.decide(&pod(), &nodes, &mut why);
+        assert_eq!(profile.next_start, (start + why.examined) % 5000);
+        // A fixed percentage of 100 examines everything.
+        let mut profile = Profile::new("t")
+            .with(Entry::new("odd", odd(Phases::FILTER).0, 1))
+            .percentage_of_nodes_to_score(100);
+        let mut why = Explanation::default();
+        profile.decide(&pod(), &nodes, &mut why);
+        assert_eq!((why.examined, why.feasible), (5000, 2500));
+    }
+
+    #[test]
+    fn failure_policy_decides_what_a_broken_plugin_does() {
+        let nodes: Vec<NodeId> = (0..10).collect();
+        let broken = || {
+            let (mut p, _) = odd(Phases::FILTER);
+            p.broken = true;
+            p
+        };
+        let mut profile = Profile::new("t")
+            .with(Entry::new("broken", broken(), 1).failure(FailurePolicy::Ignore))
+            .with(Entry::new("odd", odd(Phases::FILTER).0, 1));
+        let mut why = Explanation::default();
+        assert!(matches!(
+            profile.decide(&pod(), &nodes, &mut why),
+            Outcome::Fits(_)
+        ));
+        assert_eq!(why.skipped_plugins()[0].0, "broken");
+        let mut profile = Profile::new("t").with(Entry::new("broken", broken(), 1));
+        let mut why = Explanation::default();
+        let Outcome::Error(m) = profile.decide(&pod(), &nodes, &mut why) else {
+            panic!("should fail")
+        };
+        assert!(m.starts_with("running plugin \"broken\" failed"), "{m}");
+        assert!(why.has_failed());
+    }
+
+    #[test]
+    fn nothing_fits_is_worded_like_upstream() {
+        let mut profile = Profile::new("t").with(Entry::new("odd", odd(Phases::FILTER).0, 1));
+        let mut why = Explanation::default();
+        let Outcome::Unschedulable(m) = profile.decide(&pod(), &[1, 3, 5], &mut why) else {
+            panic!("should not fit")
+        };
+        assert_eq!(m, "0/3 nodes are available: 3 node(s) were odd.");
+    }
+}

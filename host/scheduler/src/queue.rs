@@ -169,8 +169,8 @@ mod tests {
 
     fn queue() -> Queue {
         Queue::new(&SchedulerConfig {
-            initial_backoff: Duration::from_millis(40),
-            max_backoff: Duration::from_millis(100),
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_millis(500),
             unschedulable_flush: Duration::from_secs(60),
             ..Default::default()
         })
@@ -191,16 +191,16 @@ mod tests {
     fn a_pod_that_did_not_fit_waits_for_a_change_and_its_backoff() {
         let mut q = queue();
         q.backoff("a".into(), json!(1), false);
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(250));
         assert_eq!(q.pop(), None, "no cluster change yet");
         q.cluster_changed();
         assert_eq!(q.pop(), Some(json!(1)));
-        // Second failure: 80 ms back-off, so a change right away is not enough.
+        // Second failure: 400 ms back-off, so a change right away is not enough.
         q.backoff("a".into(), json!(1), false);
         q.cluster_changed();
         assert_eq!(q.pop(), None, "still backing off");
         assert!(q.next_wake() > Instant::now());
-        std::thread::sleep(Duration::from_millis(90));
+        std::thread::sleep(Duration::from_millis(450));
         assert_eq!(q.pop(), Some(json!(1)));
     }
 
@@ -211,8 +211,8 @@ mod tests {
             q.backoff("a".into(), json!(1), true);
         }
         let wait = q.next_wake() - Instant::now();
-        assert!(wait <= Duration::from_millis(100), "{wait:?}");
-        std::thread::sleep(Duration::from_millis(110));
+        assert!(wait <= Duration::from_millis(500), "{wait:?}");
+        std::thread::sleep(Duration::from_millis(550));
         assert_eq!(q.pop(), Some(json!(1)));
     }
 
@@ -223,7 +223,7 @@ mod tests {
         q.remove("a");
         q.backoff("b".into(), json!(2), true);
         q.remove("b");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(250));
         assert_eq!(q.pop(), None);
     }
 }

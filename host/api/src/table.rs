@@ -534,6 +534,33 @@ fn printer_for(kind: &Kind) -> Printer {
             ],
             endpoint_slice_row
         ),
+        // As a CRD's additionalPrinterColumns would show them.
+        ("trellis.dev", "Plugin") => p!(
+            &[
+                NAME,
+                col("Role", "string", "What the plugin is for"),
+                col("Ready", "string", "Whether the component loaded"),
+                col("Digest", "string", "sha256 of the component"),
+                AGE
+            ],
+            |o, now| {
+                let digest = s(&o["status"]["digest"]);
+                let short = digest.get(..19).unwrap_or(digest);
+                plain(vec![name(o), st(&o["spec"]["role"]), st(&o["status"]["conditions"][0]["status"]), json!(short), age_cell(o, now)])
+            }
+        ),
+        ("trellis.dev", "SchedulerProfile") => p!(
+            &[
+                NAME,
+                col("Ready", "string", "Whether the chain is active"),
+                col("Plugins", "integer", "Plugins in the chain"),
+                AGE
+            ],
+            |o, now| {
+                let n = o["spec"]["plugins"].as_array().map_or(0, Vec::len);
+                plain(vec![name(o), st(&o["status"]["conditions"][0]["status"]), json!(n), age_cell(o, now)])
+            }
+        ),
         // Custom-resource-like kinds: upstream's default Name and Age columns.
         _ => p!(&[NAME, col("Age", "date", AGE_DESC)], |o, now| plain(vec![
             name(o),
@@ -2480,8 +2507,21 @@ mod tests {
             (
                 "trellis.dev",
                 "Plugin",
-                json!({"metadata": {"name": "zone", "creationTimestamp": T0}}),
-                vec![json!("zone"), json!("2m")],
+                json!({"metadata": {"name": "zone", "creationTimestamp": T0}, "spec": {"role": "scheduler"},
+                    "status": {"digest": "sha256:0123456789abcdef0123", "conditions": [{"type": "Ready", "status": "True"}]}}),
+                vec![json!("zone"), json!("scheduler"), json!("True"), json!("sha256:0123456789ab"), json!("2m")],
+            ),
+            (
+                "trellis.dev",
+                "SchedulerProfile",
+                json!({"metadata": {"name": "p", "creationTimestamp": T0}, "spec": {"plugins": [{"name": "a"}, {"name": "b"}]}}),
+                vec![json!("p"), json!(""), json!(2), json!("2m")],
+            ),
+            (
+                "trellis.dev",
+                "AdmissionChain",
+                json!({"metadata": {"name": "c", "creationTimestamp": T0}}),
+                vec![json!("c"), json!("2m")],
             ),
         ];
         for (group, kind, obj, want) in cases {

@@ -311,4 +311,23 @@ fn profiles_and_plugins_change_with_kubectl_while_scheduling_goes_on() {
     });
     let described = c.ok(&["-n", "loops", "describe", "pod", "bad"]);
     assert!(described.contains("FailedScheduling"), "{described}");
+
+    // The README's example profile.
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/manifests/zone-profile.yaml");
+    c.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    c.eventually("zones Ready", PATIENCE, || {
+        ready(&c, "schedulerprofile", "zones").0 == "True"
+    });
+    c.eventually("zoned placed", PATIENCE, || {
+        !node_of(&c, "default", "zoned").is_empty()
+    });
+    assert_eq!(zone_of(&node_of(&c, "default", "zoned")), "zone-1");
+    let table = c.ok(&["get", "schedulerprofiles"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[..3] == ["zones", "True", "5"]),
+        "{table}"
+    );
 }

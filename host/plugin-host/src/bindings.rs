@@ -33,6 +33,7 @@ pub mod admission {
             "trellis:plugin/types": super::controller::trellis::plugin::types,
             "trellis:plugin/log": super::controller::trellis::plugin::log,
             "trellis:plugin/objects-read": super::controller::trellis::plugin::objects_read,
+            "trellis:plugin/objects-write": super::controller::trellis::plugin::objects_write,
         },
     });
 }

@@ -12,7 +12,11 @@ pub use crate::bindings::admission::exports::trellis::plugin::admission::Admissi
 pub(crate) const ROLE: RoleInfo = RoleInfo {
     name: "admission",
     export: "trellis:plugin/admission@0.1.0",
-    allowed: &[Capability::Log, Capability::ObjectsRead],
+    allowed: &[
+        Capability::Log,
+        Capability::ObjectsRead,
+        Capability::ObjectsWrite,
+    ],
 };
 
 /// A loaded admission plugin.

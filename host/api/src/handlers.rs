@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 
+use crate::admission::{Admitted, Request as AdmissionRequest, MAX_RERUNS};
 use crate::error::ApiError;
 use crate::http::Query;
 use crate::registry::{self, Kind};
@@ -25,6 +26,8 @@ pub struct Target {
     pub name: String,
     /// Subresource ("" for none).
     pub subresource: String,
+    /// Who asks (for admission's `userInfo`).
+    pub user: Option<crate::auth::UserInfo>,
 }
 
 fn dry_run(q: &Query) -> bool {
@@ -160,6 +163,67 @@ impl Outcome {
 }
 
 impl State {
+    /// Run the admission chain on a write: mutating plugins, validation
+    /// again if they changed the object, then validating plugins.
+    async fn admit(
+        &self,
+        t: &Target,
+        operation: &'static str,
+        object: Option<Value>,
+        old: Option<&Value>,
+        q: &Query,
+    ) -> Result<Admitted, ApiError> {
+        let kind = t.kind;
+        if t.subresource != "" || !self.admission.applies(operation, kind) {
+            return Ok(Admitted {
+                object,
+                ..Default::default()
+            });
+        }
+        let ns_obj = if kind.namespaced {
+            let nsk = registry::by_kind("", "Namespace").expect("namespaces are served");
+            self.objects.get(nsk, "", &t.namespace).await.ok()
+        } else {
+            None
+        };
+        let name = object
+            .as_ref()
+            .or(old)
+            .and_then(|o| o["metadata"]["name"].as_str())
+            .unwrap_or(&t.name)
+            .to_string();
+        let mut req = AdmissionRequest {
+            operation,
+            kind,
+            namespace: &t.namespace,
+            name: &name,
+            user: t.user.as_ref(),
+            object: object.clone(),
+            old,
+            dry_run: dry_run(q),
+        };
+        let mut out = Admitted::default();
+        self.admission
+            .run(&mut req, true, ns_obj.as_ref(), &mut out)
+            .await?;
+        if let (Some(before), Some(after)) = (&object, &mut req.object) {
+            if before != after {
+                let op = if operation == "CREATE" {
+                    validation::Operation::Create
+                } else {
+                    validation::Operation::Update
+                };
+                validation::prepare(kind, after, old, op, strict(q))
+                    .map_err(|e| invalid(kind, &name, e))?;
+            }
+        }
+        self.admission
+            .run(&mut req, false, ns_obj.as_ref(), &mut out)
+            .await?;
+        out.object = req.object;
+        Ok(out)
+    }
+
     async fn namespace_must_accept(&self, kind: &Kind, ns: &str) -> Result<(), ApiError> {
         if !kind.namespaced {
             return Ok(());
@@ -241,19 +305,34 @@ impl State {
         )
         .map_err(|e| invalid(kind, &name, e))?;
         self.namespace_must_accept(kind, &t.namespace).await?;
-        if dry_run(q) {
-            return Ok(Outcome {
-                body: obj,
-                code: 201,
-                warnings: warnings_header(&warnings),
-            });
+        for _ in 0..MAX_RERUNS {
+            let admitted = self.admit(t, "CREATE", Some(obj.clone()), None, q).await?;
+            let mut warnings = warnings_header(&warnings);
+            warnings.extend(admitted.warnings);
+            let obj = admitted.object.expect("a create has an object");
+            if dry_run(q) {
+                return Ok(Outcome {
+                    body: obj,
+                    code: 201,
+                    warnings,
+                });
+            }
+            let stored = if admitted.staged.is_empty() {
+                Some(self.objects.create(kind, &t.namespace, &name, obj).await?)
+            } else {
+                self.objects
+                    .write_with(kind, &t.namespace, &name, obj, None, &admitted.staged)
+                    .await?
+            };
+            if let Some(stored) = stored {
+                return Ok(Outcome {
+                    body: stored,
+                    code: 201,
+                    warnings,
+                });
+            }
         }
-        let stored = self.objects.create(kind, &t.namespace, &name, obj).await?;
-        Ok(Outcome {
-            body: stored,
-            code: 201,
-            warnings: warnings_header(&warnings),
-        })
+        Err(too_contended(kind, &name))
     }
 
     /// PUT an object (or its status or scale).
@@ -352,7 +431,7 @@ impl State {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             meta_mut(&mut new).insert("generation".into(), json!(g));
         }
-        let warnings = validation::prepare(
+        let mut warnings = validation::prepare(
             kind,
             &mut new,
             Some(&old),
@@ -360,6 +439,9 @@ impl State {
             strict(q),
         )
         .map_err(|e| invalid(kind, &t.name, e))?;
+        let admitted = self.admit(t, "UPDATE", Some(new), Some(&old), q).await?;
+        let new = admitted.object.expect("an update has an object");
+        warnings.extend(admitted.warnings);
         if dry_run(q) {
             return Ok(Outcome {
                 body: new,
@@ -386,10 +468,25 @@ impl State {
                 .await?;
             return Ok(Outcome::ok(gone));
         }
-        let stored = self
-            .objects
-            .replace(kind, &t.namespace, &t.name, new, expected)
-            .await?;
+        let stored = if admitted.staged.is_empty() {
+            self.objects
+                .replace(kind, &t.namespace, &t.name, new, expected)
+                .await?
+        } else {
+            // A staged write that lost its race is a conflict for the
+            // caller: updates are retried from a fresh read anyway.
+            self.objects
+                .write_with(
+                    kind,
+                    &t.namespace,
+                    &t.name,
+                    new,
+                    Some(expected),
+                    &admitted.staged,
+                )
+                .await?
+                .ok_or_else(|| ApiError::conflict(kind, &t.name))?
+        };
         Ok(Outcome {
             body: stored,
             code: 200,
@@ -589,6 +686,7 @@ impl State {
             .or_else(|| q.get("propagationPolicy"))
             .unwrap_or("");
         let orphan = options["orphanDependents"].as_bool() == Some(true);
+        self.admit(t, "DELETE", None, Some(&old), q).await?;
         if dry_run(q)
             || options["dryRun"]
                 .as_array()
@@ -875,4 +973,16 @@ pub fn list_body(kind: &Kind, page: ListPage, render: &Render<'_>) -> Value {
         "metadata": meta,
         "items": page.items,
     })
+}
+
+fn too_contended(kind: &Kind, name: &str) -> ApiError {
+    ApiError {
+        code: 409,
+        reason: "Conflict",
+        message: format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the objects admission charged kept changing; please try again",
+            kind.plural
+        ),
+        details: None,
+    }
 }

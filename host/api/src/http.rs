@@ -65,6 +65,15 @@ pub fn text(status: u16, body: &'static str) -> Response<Body> {
         .expect("valid response")
 }
 
+/// A Prometheus text exposition.
+pub fn metrics(body: String) -> Response<Body> {
+    Response::builder()
+        .status(200)
+        .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(Full::new(Bytes::from(body)).boxed())
+        .expect("valid response")
+}
+
 /// The `Status` response of an error.
 pub fn error(e: &ApiError) -> Response<Body> {
     json(e.code, &e.to_status())

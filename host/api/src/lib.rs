@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 pub mod auth;
 pub mod discovery;
 mod error;
@@ -25,6 +26,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pki;
 mod protobuf;
+mod quota;
 pub mod registry;
 pub mod selectors;
 mod server;

@@ -36,6 +36,11 @@ pub struct ApiConfig {
     pub authenticator: TokenAuthenticator,
     /// What they may do.
     pub authorizer: Arc<dyn Authorizer>,
+    /// Where `Plugin` objects' components come from; without it no
+    /// admission chain runs.
+    pub plugins: Option<trellis_plugin_host::PluginSource>,
+    /// Append audit events (admission annotations) to this file.
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 impl ApiConfig {
@@ -44,7 +49,21 @@ impl ApiConfig {
         Self {
             authenticator,
             authorizer: Arc::new(AllowAuthenticated),
+            plugins: None,
+            audit_log: None,
         }
+    }
+
+    /// Run admission chains with plugins from `source`.
+    pub fn plugins(mut self, source: trellis_plugin_host::PluginSource) -> Self {
+        self.plugins = Some(source);
+        self
+    }
+
+    /// Write audit events to `path`.
+    pub fn audit_log(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.audit_log = Some(path.into());
+        self
     }
 }
 
@@ -52,6 +71,7 @@ impl ApiConfig {
 pub struct State {
     /// Objects in the store.
     pub objects: Objects,
+    pub(crate) admission: Arc<crate::admission::Admission>,
     config: ApiConfig,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -68,8 +88,19 @@ impl ApiServer {
     /// deletion of namespaces that were terminating.
     pub async fn new(store: Arc<dyn Store>, config: ApiConfig) -> Result<Self, ApiError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let admission = Arc::new(crate::admission::Admission::new(config.audit_log.clone()));
+        if let Some(source) = config.plugins.clone() {
+            tokio::spawn(crate::admission::watch_chains(
+                admission.clone(),
+                Objects::new(store.clone()),
+                source,
+                rx.clone(),
+            ));
+        }
+        tokio::spawn(crate::quota::run(Objects::new(store.clone()), rx.clone()));
         let state = Arc::new(State {
             objects: Objects::new(store),
+            admission,
             config,
             shutdown: rx,
         });
@@ -238,6 +269,9 @@ impl ApiServer {
             .authenticate(auth)
             .ok_or_else(ApiError::unauthorized)?;
 
+        if path == "/metrics" {
+            return Ok(http::metrics(self.state.admission.metrics.render()));
+        }
         let segs: Vec<String> = path
             .split('/')
             .filter(|s| !s.is_empty())
@@ -257,7 +291,9 @@ impl ApiServer {
             ["apis", g, v, rest @ ..] => (*g, *v, rest),
             _ => return Err(ApiError::no_route(&path)),
         };
-        let target = parse_target(group, version, rest).ok_or_else(|| ApiError::no_route(&path))?;
+        let mut target =
+            parse_target(group, version, rest).ok_or_else(|| ApiError::no_route(&path))?;
+        target.user = Some(user.clone());
         let q = Query::parse(req.uri().query());
         let verb = verb_of(req.method(), &target, &q);
         self.state
@@ -435,6 +471,7 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
         } else {
             sub.to_string()
         },
+        user: None,
     })
 }
 

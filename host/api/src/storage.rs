@@ -204,6 +204,75 @@ impl Objects {
         Ok(obj)
     }
 
+    /// Store `obj` (a create when `expected` is `None`, else a replace at
+    /// `expected`) together with status writes staged by admission plugins,
+    /// in one transaction. `Ok(None)` means a staged write lost a race: the
+    /// caller reruns admission on fresh data.
+    pub async fn write_with(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        expected: Option<i64>,
+        staged: &[crate::admission::Staged],
+    ) -> Result<Option<Value>, ApiError> {
+        use trellis_store::{Compare, CompareOp, Txn, TxnOp};
+        let key = kind.store_key(ns, name);
+        let mut compares = vec![match expected {
+            None => Compare::absent(key.clone().into_bytes()),
+            Some(rev) => Compare::mod_revision(key.clone().into_bytes(), CompareOp::Equal, rev),
+        }];
+        let mut ops = vec![TxnOp::Put(
+            key.clone().into_bytes().into(),
+            Self::encode(&obj),
+        )];
+        for w in staged {
+            // The staged status lands on the object as it was read; nothing
+            // else of it changes.
+            let wkey = w.kind.store_key(&w.namespace, &w.name);
+            if wkey == key {
+                return Err(ApiError::internal(
+                    "an admission plugin staged a write to the request's own object",
+                ));
+            }
+            let cur = self.get(w.kind, &w.namespace, &w.name).await?;
+            if resource_version(&cur) != Some(w.expected) {
+                return Ok(None);
+            }
+            let mut next = cur;
+            next["status"] = w.status.clone();
+            compares.push(Compare::mod_revision(
+                wkey.clone().into_bytes(),
+                CompareOp::Equal,
+                w.expected,
+            ));
+            ops.push(TxnOp::Put(wkey.into_bytes().into(), Self::encode(&next)));
+        }
+        let txn = Txn::new().when(compares).and_then(ops);
+        let r = self
+            .store
+            .txn(txn)
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, name))?;
+        if r.succeeded {
+            set_resource_version(&mut obj, r.revision);
+            return Ok(Some(obj));
+        }
+        // Which guard failed: the object's own (409) or a staged one (rerun).
+        let now = self
+            .store
+            .get(key.as_bytes())
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, name))?;
+        match (expected, now) {
+            (None, Some(_)) => Err(ApiError::already_exists(kind, name)),
+            (Some(_), None) => Err(ApiError::not_found(kind, name)),
+            (Some(rev), Some(kv)) if kv.mod_revision != rev => Err(ApiError::conflict(kind, name)),
+            _ => Ok(None),
+        }
+    }
+
     /// Replace an object if its version is still `expected`.
     pub async fn replace(
         &self,

@@ -2509,7 +2509,13 @@ mod tests {
                 "Plugin",
                 json!({"metadata": {"name": "zone", "creationTimestamp": T0}, "spec": {"role": "scheduler"},
                     "status": {"digest": "sha256:0123456789abcdef0123", "conditions": [{"type": "Ready", "status": "True"}]}}),
-                vec![json!("zone"), json!("scheduler"), json!("True"), json!("sha256:0123456789ab"), json!("2m")],
+                vec![
+                    json!("zone"),
+                    json!("scheduler"),
+                    json!("True"),
+                    json!("sha256:0123456789ab"),
+                    json!("2m"),
+                ],
             ),
             (
                 "trellis.dev",

@@ -30,6 +30,7 @@ mod host;
 pub mod inspect;
 mod roles;
 mod slot;
+mod source;
 mod state;
 
 pub use budget::Budget;
@@ -39,6 +40,7 @@ pub use error::{CallError, FaultKind, LoadError, PluginFault};
 pub use grants::{Capability, Grants, KindGrant, CONTRACT_VERSION};
 pub use roles::PluginSpec;
 pub use slot::{PluginSlot, Versioned};
+pub use source::{PluginSource, Resolved};
 pub use state::{
     ContainerExec, ExecError, ExecOutput, HostServices, ObjectSink, ObjectSource, PodScope,
 };

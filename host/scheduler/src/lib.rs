@@ -37,7 +37,7 @@ use trellis_client::{Client, ClientError, ListParams, Patch, Resource};
 use trellis_plugin_host::scheduler::{k8s, Label, Node, NodeId, PlacedPod};
 
 pub use chain::{ChainPlugin, Entry, FailurePolicy, Profile, WasmPlugin};
-pub use profiles::PluginSource;
+pub use trellis_plugin_host::PluginSource;
 
 use chain::Outcome;
 use explain::Explanation;

@@ -33,75 +33,16 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use trellis_client::{Client, ClientError, ListParams, Patch, Resource};
 use trellis_plugin_host::scheduler::SchedulerPlugin;
-use trellis_plugin_host::{Budget, CompiledComponent, Digest, Grants, PluginEngine, PluginSpec};
+use trellis_plugin_host::{Budget, PluginSource};
 
 use crate::chain::{Entry, FailurePolicy, Profile, WasmPlugin};
 use crate::ProfileUpdate;
-
-/// Where `Plugin` objects' components come from.
-#[derive(Clone)]
-pub struct PluginSource {
-    engine: PluginEngine,
-    builtin_dir: Option<PathBuf>,
-}
-
-impl PluginSource {
-    /// Components through `engine`; `source.builtin: NAME` reads
-    /// `builtin_dir/NAME.wasm`.
-    pub fn new(engine: PluginEngine, builtin_dir: Option<PathBuf>) -> Self {
-        Self {
-            engine,
-            builtin_dir,
-        }
-    }
-
-    /// The component bytes a `Plugin` object names, checked against its
-    /// `sha256` pin.
-    pub fn wasm(&self, plugin: &Value) -> Result<Vec<u8>, String> {
-        let spec = &plugin["spec"];
-        let src = &spec["source"];
-        let bytes = if let Some(name) = src["builtin"].as_str() {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                return Err(format!("source.builtin {name:?} is not a plugin name"));
-            }
-            let dir = self
-                .builtin_dir
-                .as_ref()
-                .ok_or("this scheduler has no builtin plugin directory")?;
-            let path = dir.join(format!("{name}.wasm"));
-            std::fs::read(&path).map_err(|e| {
-                format!(
-                    "builtin plugin {name:?}: cannot read {}: {e}",
-                    path.display()
-                )
-            })?
-        } else if let Some(b64) = src["wasm"].as_str() {
-            use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|e| format!("source.wasm is not base64: {e}"))?
-        } else {
-            return Err("spec.source needs builtin or wasm".into());
-        };
-        if let Some(pin) = spec["sha256"].as_str() {
-            let got = Digest::of(&bytes).to_string();
-            let want = pin.strip_prefix("sha256:").unwrap_or(pin);
-            if got.strip_prefix("sha256:") != Some(want) {
-                return Err(format!(
-                    "the component's digest is {got}, not the pinned sha256:{want}"
-                ));
-            }
-        }
-        Ok(bytes)
-    }
-}
 
 fn plugins_res() -> Resource {
     Resource::new("trellis.dev", "v1alpha1", "plugins", false)
@@ -161,57 +102,22 @@ fn entry_spec(i: usize, e: &Value) -> Result<EntrySpec, String> {
     })
 }
 
-/// Compiled components by digest, so a plugin used by several entries or
-/// profiles compiles once.
-#[derive(Default)]
-struct Compiled(HashMap<String, CompiledComponent>);
-
-impl Compiled {
-    fn get(&mut self, engine: &PluginEngine, wasm: &[u8]) -> Result<CompiledComponent, String> {
-        let digest = Digest::of(wasm).to_string();
-        if let Some(c) = self.0.get(&digest) {
-            return Ok(c.clone());
-        }
-        let c = engine.compile(wasm).map_err(|e| e.to_string())?;
-        self.0.insert(digest, c.clone());
-        Ok(c)
-    }
-}
-
 /// Load one plugin object as a scheduler plugin with `config` and `budget`.
 fn load(
     source: &PluginSource,
-    compiled: &mut Compiled,
     plugin: &Value,
     config: Option<&Value>,
     budget: Budget,
 ) -> Result<(SchedulerPlugin, String), String> {
-    let name = plugin["metadata"]["name"].as_str().unwrap_or_default();
-    let role = plugin["spec"]["role"].as_str().unwrap_or_default();
-    if role != "scheduler" {
-        return Err(format!(
-            "plugin {name:?} has role {role:?}, not \"scheduler\""
-        ));
-    }
-    let wasm = source.wasm(plugin)?;
-    let component = compiled.get(&source.engine, &wasm)?;
-    let grants = Grants::from_json(&plugin["spec"]["grants"])?;
-    let config = config
-        .or(plugin["spec"].get("config").filter(|c| !c.is_null()))
-        .map(Value::to_string)
-        .unwrap_or_else(|| "{}".into());
-    let spec = PluginSpec::new(name)
-        .config(config)
-        .budget(budget)
-        .grants(grants);
-    let loaded = SchedulerPlugin::from_compiled(&source.engine, &component, spec)
-        .map_err(|e| e.to_string())?;
-    Ok((loaded, component.digest.to_string()))
+    let r = source.compile(plugin, "scheduler")?;
+    let loaded =
+        SchedulerPlugin::from_compiled(source.engine(), &r.component, r.spec(config, budget))
+            .map_err(|e| e.to_string())?;
+    Ok((loaded, r.component.digest.to_string()))
 }
 
 fn build(
     source: &PluginSource,
-    compiled: &mut Compiled,
     profile: &Value,
     plugins: &BTreeMap<String, Value>,
 ) -> Result<Profile, String> {
@@ -228,7 +134,7 @@ fn build(
         let obj = plugins
             .get(&e.name)
             .ok_or_else(|| format!("plugin {:?}: no Plugin object of that name", e.name))?;
-        let (plugin, _) = load(source, compiled, obj, e.config.as_ref(), e.budget)
+        let (plugin, _) = load(source, obj, e.config.as_ref(), e.budget)
             .map_err(|m| format!("plugin {:?}: {m}", e.name))?;
         let mut entry =
             Entry::new(e.name, Box::new(WasmPlugin::new(plugin)), e.weight).failure(e.failure);
@@ -282,7 +188,6 @@ struct Watcher {
     built: HashMap<String, String>,
     /// Plugin name -> version last checked.
     checked: HashMap<String, String>,
-    compiled: Compiled,
 }
 
 impl Watcher {
@@ -316,8 +221,8 @@ impl Watcher {
                 .to_string();
             let pc = p.clone();
             let result = self
-                .blocking(move |s, c| {
-                    load(s, c, &pc, None, Budget::default())
+                .blocking(move |s| {
+                    load(s, &pc, None, Budget::default())
                         .map(|(pl, digest)| (pl.info().clone(), digest))
                 })
                 .await;
@@ -359,7 +264,7 @@ impl Watcher {
             let result = self
                 .blocking({
                     let profile = profile.clone();
-                    move |s, c| build(s, c, &profile, &plugins)
+                    move |s| build(s, &profile, &plugins)
                 })
                 .await;
             match result {
@@ -408,19 +313,13 @@ impl Watcher {
 
     /// Run compile-heavy work on the blocking pool.
     async fn blocking<R: Send + 'static>(
-        &mut self,
-        f: impl FnOnce(&PluginSource, &mut Compiled) -> R + Send + 'static,
+        &self,
+        f: impl FnOnce(&PluginSource) -> R + Send + 'static,
     ) -> R {
-        let mut compiled = std::mem::take(&mut self.compiled);
         let source = self.source.clone();
-        let (r, compiled) = tokio::task::spawn_blocking(move || {
-            let r = f(&source, &mut compiled);
-            (r, compiled)
-        })
-        .await
-        .expect("loading a plugin panicked");
-        self.compiled = compiled;
-        r
+        tokio::task::spawn_blocking(move || f(&source))
+            .await
+            .expect("loading a plugin panicked")
     }
 }
 
@@ -502,7 +401,6 @@ pub(crate) async fn run(client: Client, source: PluginSource, tx: mpsc::Sender<P
         profiles: BTreeMap::new(),
         built: HashMap::new(),
         checked: HashMap::new(),
-        compiled: Compiled::default(),
     };
     loop {
         if w.tx.is_closed() {

@@ -1,6 +1,7 @@
 //! Trellis' bottom layer: types and rules with no IO and no async, shared by the
 //! host crates and by Wasm guests (the SDK re-exports it), so both sides read a
-//! Kubernetes quantity the same way.
+//! Kubernetes quantity the same way, and the ResourceQuota admission plugin and
+//! the quota controller count usage by the same rules ([`quota`]).
 //!
 //! ```
 //! use trellis_types::quantity::{parse_bytes, parse_cpu_milli};
@@ -12,3 +13,4 @@
 
 pub mod duration;
 pub mod quantity;
+pub mod quota;

@@ -71,6 +71,10 @@ macro_rules! export_admission {
 }
 
 /// Read API objects through the host cache (grant `objects-read` and the kinds).
+/// `update_status` (grant `objects-write`) is staged: the host commits it with
+/// the request's own write, only if the object is still at the
+/// `resourceVersion` read here, and reruns the chain otherwise.
 pub mod objects {
+    pub use crate::bindings::admission::trellis::plugin::objects_write::update_status;
     pub use crate::bindings::controller::trellis::plugin::objects_read::{get, list};
 }

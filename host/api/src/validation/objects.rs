@@ -67,6 +67,7 @@ pub(crate) fn validate(kind: &Kind, obj: &Value, old: Option<&Value>, errs: &mut
         }
         ("trellis.dev", "Plugin") => plugin(spec, errs),
         ("trellis.dev", "SchedulerProfile") => scheduler_profile(spec, errs),
+        ("trellis.dev", "AdmissionChain") => admission_chain(spec, errs),
         _ => {}
     }
 }
@@ -734,45 +735,99 @@ fn scheduler_profile(spec: &Value, errs: &mut Errs) {
                 "must be between 0 and 100 (0: does not score)",
             );
         }
-        if let Some(d) = string(e, "deadline") {
-            match trellis_types::duration::parse(d) {
-                Err(m) => errs.invalid(&child(&at, "deadline"), Bad::Str(d), &m),
-                Ok(t)
-                    if t < std::time::Duration::from_millis(1)
-                        || t > std::time::Duration::from_secs(10) =>
-                {
-                    errs.invalid(
-                        &child(&at, "deadline"),
-                        Bad::Str(d),
-                        "must be between 1ms and 10s",
-                    )
-                }
-                Ok(_) => {}
-            }
-        }
-        if let Some(m) = string(e, "memoryLimit") {
-            match trellis_types::quantity::parse_bytes(m) {
-                Err(err) => errs.invalid(&child(&at, "memoryLimit"), Bad::Str(m), &err.to_string()),
-                Ok(b) if !((1 << 20)..=(4i64 << 30)).contains(&b) => errs.invalid(
-                    &child(&at, "memoryLimit"),
-                    Bad::Str(m),
-                    "must be between 1Mi and 4Gi",
-                ),
-                Ok(_) => {}
-            }
-        }
-        if let Some(f) = string(e, "failurePolicy") {
-            if !["Fail", "Ignore"].contains(&f) {
-                errs.not_supported(&child(&at, "failurePolicy"), f, &["Fail", "Ignore"]);
-            }
-        }
-        if e.get("config")
-            .is_some_and(|c| !c.is_object() && !c.is_null())
-        {
-            errs.type_invalid(&child(&at, "config"), "string", "object");
-        }
+        budget_fields(e, &at, errs);
         if e.get("filter").is_some_and(|f| !f.is_boolean()) {
             errs.type_invalid(&child(&at, "filter"), "string", "boolean");
         }
+    }
+}
+
+/// What every chain entry may set: deadline, memory cap, failure policy,
+/// config.
+fn budget_fields(e: &Value, at: &str, errs: &mut Errs) {
+    if let Some(d) = string(e, "deadline") {
+        match trellis_types::duration::parse(d) {
+            Err(m) => errs.invalid(&child(at, "deadline"), Bad::Str(d), &m),
+            Ok(t)
+                if t < std::time::Duration::from_millis(1)
+                    || t > std::time::Duration::from_secs(10) =>
+            {
+                errs.invalid(
+                    &child(at, "deadline"),
+                    Bad::Str(d),
+                    "must be between 1ms and 10s",
+                )
+            }
+            Ok(_) => {}
+        }
+    }
+    if let Some(m) = string(e, "memoryLimit") {
+        match trellis_types::quantity::parse_bytes(m) {
+            Err(err) => errs.invalid(&child(at, "memoryLimit"), Bad::Str(m), &err.to_string()),
+            Ok(b) if !((1 << 20)..=(4i64 << 30)).contains(&b) => errs.invalid(
+                &child(at, "memoryLimit"),
+                Bad::Str(m),
+                "must be between 1Mi and 4Gi",
+            ),
+            Ok(_) => {}
+        }
+    }
+    if let Some(f) = string(e, "failurePolicy") {
+        if !["Fail", "Ignore"].contains(&f) {
+            errs.not_supported(&child(at, "failurePolicy"), f, &["Fail", "Ignore"]);
+        }
+    }
+    if e.get("config")
+        .is_some_and(|c| !c.is_object() && !c.is_null())
+    {
+        errs.type_invalid(&child(at, "config"), "string", "object");
+    }
+}
+
+fn admission_chain(spec: &Value, errs: &mut Errs) {
+    let plugins = array(spec, "plugins");
+    if plugins.is_empty() {
+        errs.required("spec.plugins", "a chain needs at least one plugin");
+    }
+    const OPS: &[&str] = &["CREATE", "UPDATE", "DELETE", "*"];
+    for (i, e) in plugins.iter().enumerate() {
+        let at = index("spec.plugins", i);
+        match string(e, "name") {
+            None => errs.required(&child(&at, "name"), "the name of a Plugin object"),
+            Some(n) => {
+                for m in names::dns1123_subdomain(n) {
+                    errs.invalid(&child(&at, "name"), Bad::Str(n), &m);
+                }
+            }
+        }
+        if let Some(t) = string(e, "type") {
+            if !["Mutating", "Validating"].contains(&t) {
+                errs.not_supported(&child(&at, "type"), t, &["Mutating", "Validating"]);
+            }
+        }
+        let rules = array(e, "rules");
+        if rules.is_empty() {
+            errs.required(&child(&at, "rules"), "which requests the plugin sees");
+        }
+        for (j, r) in rules.iter().enumerate() {
+            let rat = index(&child(&at, "rules"), j);
+            for field in ["apiGroups", "operations", "resources"] {
+                if array(r, field).is_empty() {
+                    errs.required(&child(&rat, field), "");
+                }
+            }
+            for (k, op) in array(r, "operations").iter().enumerate() {
+                let op = op.as_str().unwrap_or_default();
+                if !OPS.contains(&op) {
+                    errs.not_supported(&index(&child(&rat, "operations"), k), op, OPS);
+                }
+            }
+        }
+        for sel in ["namespaceSelector", "objectSelector"] {
+            if let Some(v) = e.get(sel).filter(|v| !v.is_null()) {
+                selector(v, &child(&at, sel), errs);
+            }
+        }
+        budget_fields(e, &at, errs);
     }
 }

@@ -119,6 +119,60 @@ async fn bootstrap_profiles(client: &trellis_client::Client, dir: &Path) -> anyh
     Ok(())
 }
 
+/// Upstream's in-tree admission plugins, as Wasm plugins, with their grants
+/// and rules: LimitRange defaults and checks pods and claims; ResourceQuota
+/// checks and charges every create and update.
+fn default_admission() -> (Vec<serde_json::Value>, serde_json::Value) {
+    use serde_json::json;
+    let plugins = vec![
+        json!({
+            "apiVersion": "trellis.dev/v1alpha1", "kind": "Plugin",
+            "metadata": {"name": "limit-range", "labels": {"trellis.dev/default": "true"}},
+            "spec": {"role": "admission", "source": {"builtin": "limit-range"},
+                     "grants": {"capabilities": ["objects-read"], "read": [{"group": "", "kind": "LimitRange"}]}},
+        }),
+        json!({
+            "apiVersion": "trellis.dev/v1alpha1", "kind": "Plugin",
+            "metadata": {"name": "resource-quota", "labels": {"trellis.dev/default": "true"}},
+            "spec": {"role": "admission", "source": {"builtin": "resource-quota"},
+                     "grants": {"capabilities": ["objects-read", "objects-write"],
+                                "read": [{"group": "", "kind": "ResourceQuota"}],
+                                "write": [{"group": "", "kind": "ResourceQuota"}]}},
+        }),
+    ];
+    let chain = json!({
+        "apiVersion": "trellis.dev/v1alpha1", "kind": "AdmissionChain",
+        "metadata": {"name": "default"},
+        "spec": {"plugins": [
+            {"name": "limit-range", "type": "Mutating", "failurePolicy": "Fail", "deadline": "50ms",
+             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                        "resources": ["pods", "persistentvolumeclaims"]}]},
+            {"name": "resource-quota", "type": "Validating", "failurePolicy": "Fail", "deadline": "50ms",
+             "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                        "resources": ["*"]}]},
+        ]},
+    });
+    (plugins, chain)
+}
+
+/// Create the default admission plugins and chain when absent (and built).
+async fn bootstrap_admission(client: &trellis_client::Client, dir: &Path) -> anyhow::Result<()> {
+    let plugins = trellis_client::Resource::new("trellis.dev", "v1alpha1", "plugins", false);
+    let chains = trellis_client::Resource::new("trellis.dev", "v1alpha1", "admissionchains", false);
+    let (objs, chain) = default_admission();
+    for p in &objs {
+        let name = p["metadata"]["name"].as_str().unwrap_or_default();
+        if !dir.join(format!("{name}.wasm")).exists() {
+            tracing::warn!(plugin = name, "default admission plugin not built; no default admission chain (run `cargo xtask plugins`)");
+            return Ok(());
+        }
+    }
+    for p in &objs {
+        create_if_absent(client, &plugins, p).await?;
+    }
+    create_if_absent(client, &chains, &chain).await
+}
+
 async fn create_if_absent(
     client: &trellis_client::Client,
     res: &trellis_client::Resource,
@@ -141,16 +195,12 @@ async fn create_if_absent(
 async fn run_scheduler(
     kubeconfig: PathBuf,
     plugin_dir: PathBuf,
-    cache: PathBuf,
+    source: trellis_plugin_host::PluginSource,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let client = trellis_client::Client::from_kubeconfig(&kubeconfig)?;
     bootstrap_profiles(&client, &plugin_dir).await?;
-    let engine = trellis_plugin_host::PluginEngine::new(trellis_plugin_host::EngineConfig {
-        cache_dir: Some(cache),
-        ..Default::default()
-    })?;
-    let source = trellis_scheduler::PluginSource::new(engine, Some(plugin_dir));
+    bootstrap_admission(&client, &plugin_dir).await?;
     let mut sched = trellis_scheduler::Scheduler::new(client).watch_profiles(source);
     loop {
         let mut rx = stop.clone();
@@ -211,7 +261,27 @@ pub async fn run_with(
         &kubeconfig_path,
         &kubeconfig(&server_url, &pki.ca_pem, &token),
     )?;
-    let server = ApiServer::new(store, ApiConfig::new(auth))
+    // One engine and one component cache for every runtime that loads
+    // plugins from the cluster.
+    let source = match plugin_dir {
+        Some(dir) => {
+            let engine =
+                trellis_plugin_host::PluginEngine::new(trellis_plugin_host::EngineConfig {
+                    cache_dir: Some(data_dir.join("artifacts")),
+                    ..Default::default()
+                })?;
+            Some(trellis_plugin_host::PluginSource::new(
+                engine,
+                Some(dir.to_path_buf()),
+            ))
+        }
+        None => None,
+    };
+    let mut config = ApiConfig::new(auth).audit_log(data_dir.join("audit.log"));
+    if let Some(source) = &source {
+        config = config.plugins(source.clone());
+    }
+    let server = ApiServer::new(store, config)
         .await
         .map_err(|e| anyhow::anyhow!("starting the API server: {e}"))?;
     println!("trellis: {what} listening on {server_url}");
@@ -228,7 +298,7 @@ pub async fn run_with(
         let task = run_scheduler(
             kubeconfig_path.clone(),
             dir.to_path_buf(),
-            data_dir.join("artifacts"),
+            source.clone().expect("made with the plugin dir"),
             stop_rx.clone(),
         );
         tokio::spawn(async move {

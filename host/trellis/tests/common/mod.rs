@@ -45,7 +45,7 @@ pub struct Cluster {
     cache: tempfile::TempDir,
     output: std::sync::Arc<std::sync::Mutex<String>>,
     /// What must outlive the server (the etcd it uses, and its runtime).
-    keep: Option<Box<dyn std::any::Any>>,
+    keep: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Cluster {

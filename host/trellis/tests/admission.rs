@@ -1,0 +1,331 @@
+//! The admission chain through `trellis up` and the real kubectl:
+//! LimitRange defaults and limits, ResourceQuota holding under 20 concurrent
+//! creates, the example plugin loaded with kubectl, a looping plugin under
+//! `Fail` and `Ignore`, and a chain swapped under load failing no request.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::Cluster;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn chain_ready(c: &Cluster, name: &str) -> bool {
+    c.kubectl(&[
+        "get",
+        "admissionchain",
+        name,
+        "-o",
+        "jsonpath={.status.conditions[0].status}",
+    ])
+    .1 == "True"
+}
+
+/// `kubectl create -f -`; (exit code, stdout + stderr).
+fn create(c: &Cluster, manifest: &str) -> (i32, String) {
+    let (code, out, err) = c.kubectl_stdin(&["create", "-f", "-"], Some(manifest));
+    (code, format!("{out}{err}"))
+}
+
+fn pod(ns: &str, name: &str, resources: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  containers: [{{name: app, image: nginx, resources: {resources}}}]\n"
+    )
+}
+
+fn inline_plugin(name: &str, file: &str, role: &str, extra: &str) -> String {
+    let wasm = std::fs::read(trellis_testkit::plugin_dir().join(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}; run `cargo xtask plugins` first"));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(wasm);
+    format!(
+        "apiVersion: trellis.dev/v1alpha1\nkind: Plugin\nmetadata: {{name: {name}}}\nspec:\n  role: {role}\n  source: {{wasm: {b64}}}\n{extra}"
+    )
+}
+
+#[test]
+fn limit_range_defaults_and_refuses_like_upstream() {
+    let dir = trellis_testkit::plugin_dir();
+    let c = Cluster::start(&["up", "--plugin-dir", dir.to_str().unwrap()], None);
+    c.eventually("the default chain is active", PATIENCE, || {
+        chain_ready(&c, "default")
+    });
+    c.ok(&["create", "namespace", "lr"]);
+    c.apply(
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {name: limits, namespace: lr}\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 500m, memory: 256Mi}\n    defaultRequest: {cpu: 100m}\n    max: {cpu: \"1\"}\n    min: {cpu: 50m}\n    maxLimitRequestRatio: {cpu: \"10\"}\n  - type: Pod\n    max: {memory: 1Gi}\n  - type: PersistentVolumeClaim\n    min: {storage: 1Gi}\n    max: {storage: 10Gi}\n",
+    );
+    // Defaults: limits from `default`, requests from `defaultRequest`, and
+    // memory's request from its default limit.
+    let (code, out) = create(&c, &pod("lr", "plain", "{}"));
+    assert_eq!(code, 0, "{out}");
+    let res = c.ok(&[
+        "-n",
+        "lr",
+        "get",
+        "pod",
+        "plain",
+        "-o",
+        "jsonpath={.spec.containers[0].resources}",
+    ]);
+    let res: serde_json::Value = serde_json::from_str(&res).unwrap();
+    assert_eq!(
+        res,
+        serde_json::json!({"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "256Mi"}})
+    );
+    let cases = [
+        (
+            "big",
+            "{limits: {cpu: \"2\"}}",
+            "pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2",
+        ),
+        (
+            "tiny",
+            "{requests: {cpu: 10m}}",
+            // The default limit (500m) makes its ratio too high as well: both, as upstream aggregates them.
+            "pods \"tiny\" is forbidden: [minimum cpu usage per Container is 50m, but request is 10m, cpu max limit to request ratio per Container is 10, but provided ratio is 50.000000]",
+        ),
+        (
+            "skewed",
+            "{requests: {cpu: 60m}, limits: {cpu: 900m}}",
+            "pods \"skewed\" is forbidden: cpu max limit to request ratio per Container is 10, but provided ratio is 15.000000",
+        ),
+        (
+            "hungry",
+            "{limits: {memory: 2Gi}}",
+            "pods \"hungry\" is forbidden: maximum memory usage per Pod is 1Gi, but limit is 2Gi",
+        ),
+    ];
+    for (name, resources, message) in cases {
+        let (code, out) = create(&c, &pod("lr", name, resources));
+        assert_ne!(code, 0, "{name} was admitted");
+        assert!(out.contains(message), "{name}: {out}");
+    }
+    let (code, out) = create(
+        &c,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: huge, namespace: lr}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 20Gi}}\n",
+    );
+    assert_ne!(code, 0);
+    assert!(
+        out.contains(
+            "maximum storage usage per PersistentVolumeClaim is 10Gi, but request is 20Gi"
+        ),
+        "{out}"
+    );
+    // Namespaces without a LimitRange are untouched.
+    let (code, out) = create(&c, &pod("default", "free", "{}"));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pod",
+            "free",
+            "-o",
+            "jsonpath={.spec.containers[0].resources}"
+        ]),
+        "{}"
+    );
+}
+
+#[test]
+fn resource_quota_holds_under_concurrent_creates() {
+    let dir = trellis_testkit::plugin_dir();
+    let c = Cluster::start(&["up", "--plugin-dir", dir.to_str().unwrap()], None);
+    c.eventually("the default chain is active", PATIENCE, || {
+        chain_ready(&c, "default")
+    });
+    c.ok(&["create", "namespace", "q"]);
+    c.apply(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: five, namespace: q}\nspec:\n  hard: {pods: \"5\", requests.cpu: \"1\"}\n",
+    );
+    c.eventually("the quota's usage is known", PATIENCE, || {
+        c.kubectl(&[
+            "-n",
+            "q",
+            "get",
+            "resourcequota",
+            "five",
+            "-o",
+            "jsonpath={.status.used.pods}",
+        ])
+        .1 == "0"
+    });
+    let results: Vec<(i32, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let c = &c;
+                s.spawn(move || create(c, &pod("q", &format!("p{i}"), "{requests: {cpu: 10m}}")))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let admitted = results.iter().filter(|(code, _)| *code == 0).count();
+    assert_eq!(admitted, 5, "{results:#?}");
+    for (code, out) in results.iter().filter(|(code, _)| *code != 0) {
+        assert!(
+            out.contains("is forbidden: exceeded quota: five, requested: pods=1, used: pods=5, limited: pods=5"),
+            "{code}: {out}"
+        );
+    }
+    assert_eq!(
+        c.ok(&["-n", "q", "get", "pods", "--no-headers"])
+            .lines()
+            .count(),
+        5
+    );
+    assert_eq!(
+        c.ok(&[
+            "-n",
+            "q",
+            "get",
+            "resourcequota",
+            "five",
+            "-o",
+            "jsonpath={.status.used.pods}"
+        ]),
+        "5"
+    );
+    // Deleting a pod frees its share once the quota controller recomputes.
+    c.ok(&[
+        "-n",
+        "q",
+        "delete",
+        "pod",
+        "p0",
+        "p1",
+        "p2",
+        "p3",
+        "p4",
+        "--ignore-not-found",
+        "--grace-period=0",
+        "--force",
+    ]);
+    c.eventually("usage recomputed", PATIENCE, || {
+        let used = c
+            .kubectl(&[
+                "-n",
+                "q",
+                "get",
+                "resourcequota",
+                "five",
+                "-o",
+                "jsonpath={.status.used.pods}",
+            ])
+            .1;
+        used.parse::<i64>().is_ok_and(|u| u < 5)
+    });
+    // CPU requests are charged too.
+    let (code, out) = create(&c, &pod("q", "cpu-hog", "{requests: {cpu: \"2\"}}"));
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("exceeded quota: five, requested: requests.cpu=2"),
+        "{out}"
+    );
+}
+
+#[test]
+fn user_plugins_load_with_kubectl_and_failures_follow_policy() {
+    let dir = trellis_testkit::plugin_dir();
+    let c = Cluster::start(&["up", "--plugin-dir", dir.to_str().unwrap()], None);
+    c.eventually("the default chain is active", PATIENCE, || {
+        chain_ready(&c, "default")
+    });
+
+    // The example plugin from examples/, uploaded inline.
+    c.apply(&inline_plugin(
+        "team-label",
+        "team-label.wasm",
+        "admission",
+        "",
+    ));
+    c.apply(
+        "apiVersion: trellis.dev/v1alpha1\nkind: AdmissionChain\nmetadata: {name: teams}\nspec:\n  plugins:\n  - name: team-label\n    type: Mutating\n    rules: [{apiGroups: [apps], apiVersions: [v1], operations: [CREATE], resources: [deployments]}]\n",
+    );
+    c.eventually("teams active", PATIENCE, || chain_ready(&c, "teams"));
+    let deploy = |name: &str, labels: &str| {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: default, labels: {labels}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: nginx}}]}}\n")
+    };
+    let (code, out) = create(&c, &deploy("anon", "{}"));
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("deployments \"anon\" is forbidden:") && out.contains("team"),
+        "{out}"
+    );
+    let (code, out) = create(&c, &deploy("owned", "{team: web}"));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deployment",
+            "owned",
+            "-o",
+            "jsonpath={.metadata.annotations.owner}"
+        ]),
+        "admin"
+    );
+
+    // A plugin that loops on objects named "spin".
+    c.apply(&format!(
+        "apiVersion: trellis.dev/v1alpha1\nkind: Plugin\nmetadata: {{name: spinner}}\nspec:\n  role: admission\n  source: {{builtin: test-reader}}\n  config: {{loopOn: spin}}\n  grants: {{capabilities: [objects-read]}}\n"
+    ));
+    let spin_chain = |policy: &str| {
+        format!("apiVersion: trellis.dev/v1alpha1\nkind: AdmissionChain\nmetadata: {{name: spin}}\nspec:\n  plugins:\n  - name: spinner\n    deadline: 50ms\n    failurePolicy: {policy}\n    rules: [{{apiGroups: [\"\"], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}}]\n")
+    };
+    c.apply(&spin_chain("Fail"));
+    c.eventually("spin active", PATIENCE, || chain_ready(&c, "spin"));
+    let cm = |name: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\n")
+    };
+    let started = std::time::Instant::now();
+    let (code, out) = create(&c, &cm("spin"));
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("failed calling admission plugin \"spinner\"")
+            && out.contains("exceeded its deadline of 50ms"),
+        "{out}"
+    );
+    assert!(started.elapsed() < PATIENCE);
+    let (code, out) = create(&c, &cm("calm"));
+    assert_eq!(code, 0, "other objects pass: {out}");
+    c.apply(&spin_chain("Ignore"));
+    c.eventually("spin under Ignore lets it through", PATIENCE, || {
+        let (code, _) = create(&c, &cm("spin"));
+        code == 0
+    });
+    let (code, metrics) = c.http("GET", "/metrics", None, &[]);
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("trellis_admission_plugin_ignored_failures_total{plugin=\"spinner\"} 1"),
+        "{metrics}"
+    );
+    let audit = std::fs::read_to_string(c.dir.path().join("audit.log")).unwrap();
+    assert!(
+        audit.contains("trellis.dev/admission-ignored-spinner")
+            && audit.contains("exceeded its deadline"),
+        "{audit}"
+    );
+
+    // Swapping a chain while requests flow fails none of them.
+    c.ok(&["delete", "admissionchain", "spin"]);
+    let failures = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut failures = Vec::new();
+            for i in 0..60 {
+                let (code, out) = create(&c, &cm(&format!("load-{i}")));
+                if code != 0 {
+                    failures.push(out);
+                }
+            }
+            failures
+        });
+        for i in 0..6 {
+            let label = if i % 2 == 0 { "team" } else { "squad" };
+            c.apply(&format!(
+                "apiVersion: trellis.dev/v1alpha1\nkind: AdmissionChain\nmetadata: {{name: teams}}\nspec:\n  plugins:\n  - name: team-label\n    type: Mutating\n    config: {{label: {label}}}\n    rules: [{{apiGroups: [apps], apiVersions: [v1], operations: [CREATE], resources: [deployments]}}]\n  - name: team-label\n    type: Mutating\n    config: {{label: {label}}}\n    rules: [{{apiGroups: [\"\"], apiVersions: [v1], operations: [CREATE], resources: [secrets]}}]\n"
+            ));
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        writer.join().unwrap()
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+}

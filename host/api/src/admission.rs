@@ -402,7 +402,7 @@ impl Admission {
             Result<(), Verdict>,
         );
         let (review, staged, warnings, annotations, verdict): Outcome =
-            tokio::task::spawn_blocking(move || {
+            off_the_runtime(move || {
                 STAGE.with(|s| s.borrow_mut().clear());
                 let mut warnings = Vec::new();
                 let mut annotations = BTreeMap::new();
@@ -474,8 +474,7 @@ impl Admission {
                 let staged = STAGE.with(|s| std::mem::take(&mut *s.borrow_mut()));
                 (review, staged, warnings, annotations, verdict)
             })
-            .await
-            .map_err(|e| ApiError::internal(format!("admission: {e}")))?;
+            .await?;
         for name in annotations
             .keys()
             .filter_map(|k| k.strip_prefix("trellis.dev/admission-ignored-"))
@@ -788,5 +787,22 @@ async fn set_ready(objects: &Objects, kind: &'static Kind, c: &Value, r: Result<
             Err(e) if e.code == 409 => continue,
             _ => break,
         }
+    }
+}
+
+/// Run plugin calls where blocking is allowed: in place on a multi-thread
+/// runtime (no hop to another thread, which costs more than a short plugin
+/// call), else on the blocking pool. Host functions inside use
+/// `Handle::block_on`, which both allow.
+async fn off_the_runtime<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, ApiError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        Ok(tokio::task::block_in_place(f))
+    } else {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ApiError::internal(format!("admission: {e}")))
     }
 }

@@ -5,8 +5,10 @@
 //! upstream's quota controller does, with the rules of
 //! [`trellis_types::quota`] shared with the plugin.
 //!
-//! It watches the store and recomputes, shortly after, the namespaces whose
-//! objects changed; every quota is also recomputed every [`RESYNC`]. Its
+//! It watches the store and recomputes, shortly after, the namespaces where
+//! an object was deleted, a pod finished or a quota changed (creates were
+//! charged by admission already); every quota is also recomputed every
+//! [`RESYNC`]. Its
 //! status write is a compare-and-swap on the quota, so a charge committed
 //! meanwhile makes it read again rather than be overwritten.
 
@@ -14,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use trellis_store::{WatchRequest, WatchResponse};
+use trellis_store::{EventKind, WatchRequest, WatchResponse};
 use trellis_types::quota;
 
 use crate::registry::{self, Kind, KINDS};
@@ -37,6 +39,13 @@ fn namespace_of(key: &[u8]) -> Option<String> {
 
 fn quotas_kind() -> &'static Kind {
     registry::by_kind("", "ResourceQuota").expect("served")
+}
+
+/// Whether a stored pod is terminal (its usage is released), without
+/// decoding it.
+fn finished(value: &[u8]) -> bool {
+    let has = |needle: &[u8]| value.windows(needle.len()).any(|w| w == needle);
+    has(br#""phase":"Succeeded""#) || has(br#""phase":"Failed""#)
 }
 
 /// Recompute every quota of `ns`.
@@ -155,6 +164,7 @@ pub(crate) async fn run(objects: Objects, mut shutdown: tokio::sync::watch::Rece
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
         let quota_prefix = quotas_kind().store_prefix();
+        let pods_prefix = registry::by_kind("", "Pod").expect("served").store_prefix();
         loop {
             let flush = async {
                 if dirty.is_empty() {
@@ -180,6 +190,14 @@ pub(crate) async fn run(objects: Objects, mut shutdown: tokio::sync::watch::Rece
                     Some(Ok(WatchResponse::Events(events))) => {
                         for e in events {
                             let is_quota = e.kv.key.starts_with(quota_prefix.as_bytes());
+                            // Creates and updates were charged by admission;
+                            // what frees usage is a delete or a pod finishing.
+                            let frees = e.kind == EventKind::Delete
+                                || (e.kv.key.starts_with(pods_prefix.as_bytes())
+                                    && finished(&e.kv.value));
+                            if !is_quota && !frees {
+                                continue;
+                            }
                             let Some(ns) = namespace_of(&e.kv.key) else { continue };
                             if is_quota {
                                 with_quotas.insert(ns.clone());

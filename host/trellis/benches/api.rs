@@ -4,18 +4,14 @@
 //!
 //! Run: `cargo bench -p trellis --bench api`.
 
-#[path = "../tests/common/tls.rs"]
-mod tls;
+mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use common::rss_kib;
+use http_body_util::BodyExt as _;
 use trellis_store::{EmbeddedStore, RangeRequest, Store, WatchRequest, WatchResponse};
 
 const CLIENTS: usize = 16;
@@ -31,113 +27,6 @@ fn pod(name: &str) -> serde_json::Value {
         "spec": {"containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"],
                  "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
     })
-}
-
-struct Server {
-    child: std::process::Child,
-    addr: String,
-    token: String,
-    tls: tokio_rustls::TlsConnector,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn start(dir: &Path) -> Server {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start trellis");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("trellis printed its address").unwrap();
-        if let Some(u) = line.split("listening on https://").nth(1) {
-            break u.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let token = std::fs::read_to_string(dir.join("tokens.csv"))
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .to_string();
-    let config = tls::client_config(&std::fs::read_to_string(dir.join("pki/ca.crt")).unwrap());
-    Server {
-        child,
-        addr,
-        token,
-        tls: tokio_rustls::TlsConnector::from(config),
-    }
-}
-
-struct Client {
-    send: SendRequest<Full<Bytes>>,
-    token: String,
-}
-
-impl Server {
-    async fn client(&self) -> Client {
-        let tcp = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let tls = self
-            .tls
-            .connect("127.0.0.1".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        Client {
-            send,
-            token: self.token.clone(),
-        }
-    }
-}
-
-impl Client {
-    fn request(&self, method: &str, path: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
-        Request::builder()
-            .method(method)
-            .uri(path)
-            .header("Host", "127.0.0.1")
-            .header("Authorization", format!("Bearer {}", self.token))
-            .header("Content-Type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap()
-    }
-
-    async fn call(&mut self, method: &str, path: &str, body: Vec<u8>) -> (u16, Bytes) {
-        self.send.ready().await.unwrap();
-        let resp = self
-            .send
-            .send_request(self.request(method, path, body))
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.into_body().collect().await.unwrap().to_bytes())
-    }
 }
 
 fn per_sec(n: usize, d: Duration) -> f64 {
@@ -160,7 +49,7 @@ async fn main() {
         .unwrap_or_else(std::env::temp_dir);
     let api_dir = tempfile::tempdir_in(&base).unwrap();
     let store_dir = tempfile::tempdir_in(&base).unwrap();
-    let server = start(api_dir.path());
+    let server = common::start(api_dir.path(), &[]);
     let pid = server.child.id();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(store_dir.path()).await.unwrap());
     {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use trellis_plugin_host::scheduler::{self as host, NodeId, SchedulerSession};
 use trellis_plugin_host::{EngineConfig, PluginEngine, PluginSpec};
 use trellis_sdk::scheduler::{self as sdk, SchedulerPlugin as _};
+use trellis_tests::native::ToSdk;
 use trellis_tests::{load_scheduler, session_with};
 use zone_maintenance::ZoneMaintenance;
 
@@ -53,67 +54,6 @@ fn host_node(i: usize) -> host::Node {
     let l: Vec<(String, String)> = labels(i);
     let refs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     trellis_tests::node(&format!("node-{i}"), &refs)
-}
-
-fn sdk_node(n: &host::Node) -> sdk::Node {
-    sdk::Node {
-        name: n.name.clone(),
-        labels: n
-            .labels
-            .iter()
-            .map(|l| sdk::Label {
-                key: l.key.clone(),
-                value: l.value.clone(),
-            })
-            .collect(),
-        taints: vec![],
-        allocatable: sdk::Resources {
-            milli_cpu: n.allocatable.milli_cpu,
-            memory: n.allocatable.memory,
-            ephemeral_storage: n.allocatable.ephemeral_storage,
-            pods: n.allocatable.pods,
-            scalar: vec![],
-        },
-        unschedulable: n.unschedulable,
-        images: vec![],
-    }
-}
-
-fn sdk_pod(p: &host::Pod) -> sdk::Pod {
-    let res = |r: &host::Resources| sdk::Resources {
-        milli_cpu: r.milli_cpu,
-        memory: r.memory,
-        ephemeral_storage: r.ephemeral_storage,
-        pods: r.pods,
-        scalar: vec![],
-    };
-    sdk::Pod {
-        name: p.name.clone(),
-        namespace: p.namespace.clone(),
-        uid: p.uid.clone(),
-        labels: vec![],
-        namespace_labels: vec![],
-        node_name: None,
-        node_selector: vec![],
-        node_affinity: None,
-        pod_affinity: None,
-        pod_anti_affinity: None,
-        tolerations: vec![],
-        topology_spread_constraints: vec![],
-        containers: p
-            .containers
-            .iter()
-            .map(|c| sdk::Container {
-                name: c.name.clone(),
-                image: c.image.clone(),
-                requests: res(&c.requests),
-                host_ports: vec![],
-            })
-            .collect(),
-        init_containers: vec![],
-        overhead: res(&p.overhead),
-        priority: 0,
-    }
 }
 
 /// Upstream's numFeasibleNodesToFind with the adaptive percentage.
@@ -187,7 +127,7 @@ fn run_native(
     pods: usize,
     sample: bool,
 ) -> (Vec<Duration>, u64) {
-    let pod = sdk_pod(&trellis_tests::pod("bench"));
+    let pod = trellis_tests::pod("bench").to_sdk();
     run(n, pods, sample, |cands, max| {
         let f = std::hint::black_box(p.filter(&pod, cands, max).unwrap());
         let scores = std::hint::black_box(p.score(&pod, &f.feasible).unwrap());
@@ -222,7 +162,7 @@ fn main() {
         let mut native = ZoneMaintenance::default();
         native.configure(CONFIG).unwrap();
         for (i, node) in nodes.iter().enumerate() {
-            native.upsert_node(i as NodeId, sdk_node(node)).unwrap();
+            native.upsert_node(i as NodeId, node.to_sdk()).unwrap();
         }
         let pods = if n >= 5_000 { 2_000 } else { 5_000 };
         for sample in [false, true] {
@@ -291,7 +231,7 @@ fn main() {
             .unwrap(); // make the instance
         let mut native = ZoneMaintenance::default();
         native.configure(CONFIG).unwrap();
-        let sdk_nodes: Vec<sdk::Node> = nodes.iter().map(sdk_node).collect();
+        let sdk_nodes: Vec<sdk::Node> = nodes.iter().map(ToSdk::to_sdk).collect();
         for (i, n) in sdk_nodes.iter().enumerate() {
             native.upsert_node(i as NodeId, n.clone()).unwrap();
         }

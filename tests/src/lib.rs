@@ -1,5 +1,8 @@
 //! Shared helpers for Trellis' integration tests: an engine with a persistent
-//! artifact cache, the built plugin components, and small fixtures.
+//! artifact cache, the built plugin components, small fixtures, and the
+//! default scheduler plugins compiled natively ([`native`]).
+
+pub mod native;
 
 use std::path::PathBuf;
 use std::sync::Arc;

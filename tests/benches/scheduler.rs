@@ -1,0 +1,890 @@
+//! Scheduler benchmark: the figures issue #6 asks for, in one run. For 500
+//! and 5,000 simulated nodes, 10,000 pods are scheduled by the default chain
+//! (upstream's default plugins with their weights) once as Wasm components
+//! and once as the same plugin crates compiled natively into the same
+//! runtime; printed are pods/s, per-pod latency p50/p99 and the Wasm/native
+//! ratio.
+//!
+//! Each run gets a fresh API server (`trellis-api` on an `EmbeddedStore` in a
+//! temp dir, TLS on a loopback port) running in this process on the same
+//! tokio runtime as the scheduler, which is how `trellis up` runs the two.
+//! The scheduler reaches it only through `trellis-client` over HTTPS, like
+//! any other client. Server, store and disk are the same for both modes, so
+//! the Wasm/native ratio isolates the plugins; the absolute pods/s includes
+//! the API server's share of this machine's cores.
+//!
+//! Per run: register N simulated nodes (`trellis-sim`; 5 zones, 45 % ssd and
+//! 45 % hdd nodes, 5 % tainted `dedicated=infra:NoSchedule`, 5 % tainted
+//! `spot=true:PreferNoSchedule`; 32 cpu, 256Gi, 110 pods each), create the
+//! pods (most plain `100m`/`500Mi` as upstream scheduler_perf's
+//! `pod-default.yaml`; some with a nodeSelector, required and preferred node
+//! affinity, tolerations, zone and hostname topology spread, hostname
+//! anti-affinity), then start the scheduler and time until every pod is
+//! bound. Like scheduler_perf, no kubelet runs while measuring. Afterwards
+//! the placements are checked against the pods' constraints, and the
+//! placements of the two modes compared (pods are queued in name order and
+//! node ids follow node names, so the same plugins must place alike).
+//!
+//! - pods/s: pods ÷ (scheduler start → last binding acknowledged), including
+//!   the initial list and the plugins learning every node (`startup`).
+//! - steady: (pods − 1) ÷ (first binding → last binding).
+//! - p50/p99: the scheduler's attempt latency per bound pod (leaving the
+//!   queue → binding acknowledged).
+//!
+//! Run: `cargo bench -p trellis-tests --bench scheduler` (after `cargo xtask
+//! plugins`). Environment: `SCHED_BENCH_PODS` (10000), `SCHED_BENCH_NODES`
+//! (`500,5000`), `SCHED_BENCH_MODES` (`wasm,native`), `SCHED_BENCH_RECORD=0`
+//! (no explanation annotations or events, as upstream writes no
+//! annotation), `SCHED_BENCH_BREAKDOWN=1` (also time every plugin call,
+//! which adds two clock reads per call).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use trellis_client::{Client, Kubeconfig, ListParams, Resource};
+use trellis_plugin_host::scheduler::{
+    FilterResult, Node, NodeId, PlacedPod, PluginInfo, Pod, SchedulerPlugin,
+};
+use trellis_plugin_host::{CallError, PluginEngine, PluginSpec};
+use trellis_scheduler::{ChainPlugin, Entry, Profile, Scheduler, SchedulerConfig, WasmPlugin};
+use trellis_sim::{NodeTemplate, SimNodes};
+use trellis_tests::native::DEFAULT_PLUGINS;
+
+/// Longest a run may take before it is called stuck.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Wasm,
+    Native,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Wasm => "wasm",
+            Mode::Native => "native",
+        }
+    }
+}
+
+struct Settings {
+    pods: usize,
+    nodes: Vec<usize>,
+    modes: Vec<Mode>,
+    record: bool,
+    breakdown: bool,
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn settings() -> Settings {
+    let list = |name: &str, default: &str| -> Vec<String> {
+        env_or(name, default)
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    Settings {
+        pods: env_or("SCHED_BENCH_PODS", "10000")
+            .parse()
+            .expect("SCHED_BENCH_PODS is a count"),
+        nodes: list("SCHED_BENCH_NODES", "500,5000")
+            .iter()
+            .map(|n| n.parse().expect("SCHED_BENCH_NODES is a list of counts"))
+            .collect(),
+        modes: list("SCHED_BENCH_MODES", "wasm,native")
+            .iter()
+            .map(|m| match m.as_str() {
+                "wasm" => Mode::Wasm,
+                "native" => Mode::Native,
+                other => panic!("SCHED_BENCH_MODES: {other:?} is neither wasm nor native"),
+            })
+            .collect(),
+        record: env_or("SCHED_BENCH_RECORD", "1") != "0",
+        breakdown: env_or("SCHED_BENCH_BREAKDOWN", "0") != "0",
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The cluster: an API server on a fresh store, and what runs against it.
+
+/// A fresh API server on an `EmbeddedStore` in a temp dir, served on a
+/// loopback port of `rt`. Dropping it stops the server, then removes the dir.
+struct ApiServer {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    client: Client,
+    // Last: removed once the server is gone.
+    _dir: tempfile::TempDir,
+}
+
+impl ApiServer {
+    async fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("trellis-sched-bench-")
+            .tempdir()
+            .expect("temp dir");
+        let pki =
+            trellis_api::pki::ensure(&dir.path().join("pki"), &["127.0.0.1".into()]).expect("pki");
+        let store = trellis_store::EmbeddedStore::open(dir.path().join("store"))
+            .await
+            .expect("embedded store");
+        let token = format!("bench-{}", std::process::id());
+        let config = trellis_api::ApiConfig::new(trellis_api::auth::TokenAuthenticator::single(
+            &token, "admin",
+        ));
+        let server = trellis_api::ApiServer::new(Arc::new(store), config)
+            .await
+            .expect("API server");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if std::env::var("SCHED_BENCH_NODELAY").is_ok() {
+            socket.set_nodelay(true).expect("nodelay");
+        }
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        let listener = socket.listen(1024).expect("listen");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(server.serve(listener, Some(pki.server_config), async move {
+            let _ = stopped.await;
+        }));
+        let client = Client::new(&Kubeconfig {
+            server: format!("https://{addr}"),
+            ca_pem: pki.ca_pem,
+            token,
+        })
+        .expect("client");
+        Self {
+            stop: Some(stop),
+            served: Some(served),
+            client,
+            _dir: dir,
+        }
+    }
+
+    /// Stop serving and wait for it (at most the server's own 5 s grace).
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        // On a panic: the runtime's drop ends the task; this only asks first.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn nodes_res() -> Resource {
+    Resource::new("", "v1", "nodes", false)
+}
+fn pods_res() -> Resource {
+    Resource::new("", "v1", "pods", true)
+}
+
+const ZONES: u32 = 5;
+const ZONE: &str = "topology.kubernetes.io/zone";
+const HOSTNAME: &str = "kubernetes.io/hostname";
+
+/// Node groups: (prefix, share in percent, labels, taints).
+fn node_groups() -> Vec<(
+    &'static str,
+    usize,
+    Vec<(&'static str, &'static str)>,
+    Vec<&'static str>,
+)> {
+    vec![
+        (
+            "ssd",
+            45,
+            vec![
+                ("disktype", "ssd"),
+                ("node.kubernetes.io/instance-type", "m5.8xlarge"),
+            ],
+            vec![],
+        ),
+        (
+            "hdd",
+            45,
+            vec![
+                ("disktype", "hdd"),
+                ("node.kubernetes.io/instance-type", "c5.9xlarge"),
+            ],
+            vec![],
+        ),
+        (
+            "infra",
+            5,
+            vec![("disktype", "ssd"), ("node-role", "infra")],
+            vec!["dedicated=infra:NoSchedule"],
+        ),
+        (
+            "spot",
+            5,
+            vec![("disktype", "hdd"), ("lifecycle", "spot")],
+            vec!["spot=true:PreferNoSchedule"],
+        ),
+    ]
+}
+
+/// Register `n` simulated nodes, in chunks registered concurrently.
+async fn register_nodes(client: &Client, n: usize) {
+    const CHUNK: usize = 250;
+    let groups = node_groups();
+    let mut left = n;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (g, (prefix, share, labels, taints)) in groups.iter().enumerate() {
+        let count = if g + 1 == groups.len() {
+            left
+        } else {
+            (n * share / 100).min(left)
+        };
+        left -= count;
+        for (c, start) in (0..count).step_by(CHUNK).enumerate() {
+            let template = NodeTemplate {
+                prefix: format!("{prefix}{c:02}"),
+                cpu: "32".into(),
+                memory: "256Gi".into(),
+                pods: 110,
+                zones: ZONES,
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                taints: taints.iter().map(|t| t.to_string()).collect(),
+            };
+            let client = client.clone();
+            let count = CHUNK.min(count - start);
+            tasks.spawn(async move {
+                SimNodes::register(&client, &template, count)
+                    .await
+                    .expect("register simulated nodes");
+            });
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("registering nodes");
+    }
+}
+
+/// What kind of pod `pod-i` is; most are plain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Kind {
+    Plain,
+    Selector,
+    Affinity,
+    Toleration,
+    ZoneSpread,
+    HostSpread,
+    AntiAffinity,
+}
+
+fn kind(i: usize) -> Kind {
+    match i % 100 {
+        0..=79 => Kind::Plain,
+        80..=84 => Kind::Selector,
+        85..=87 => Kind::Affinity,
+        88..=91 => Kind::Toleration,
+        92..=95 => Kind::ZoneSpread,
+        96..=97 => Kind::HostSpread,
+        _ => Kind::AntiAffinity,
+    }
+}
+
+/// `pod-i`, after upstream scheduler_perf's templates (`pod-default.yaml`,
+/// `pod-with-node-affinity.yaml`, `pod-with-pod-anti-affinity.yaml`,
+/// `pod-with-topology-spreading.yaml`, ...).
+fn pod_object(i: usize) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("pod-{i:05}"), "namespace": "default", "labels": {"bench": "sched"}},
+        "spec": {"containers": [{
+            "name": "pause", "image": "registry.k8s.io/pause:3.10",
+            "ports": [{"containerPort": 80}],
+            "resources": {"requests": {"cpu": "100m", "memory": "500Mi"},
+                          "limits": {"cpu": "100m", "memory": "500Mi"}},
+        }]},
+    });
+    let spec = &mut pod["spec"];
+    match kind(i) {
+        Kind::Plain => {}
+        Kind::Selector => spec["nodeSelector"] = json!({"disktype": "ssd"}),
+        Kind::Affinity => {
+            spec["affinity"] = json!({"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": ZONE, "operator": "In", "values": ["zone-0", "zone-1"]}]}]},
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 10, "preference": {"matchExpressions": [
+                        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.8xlarge"]}]}}],
+            }})
+        }
+        Kind::Toleration => {
+            spec["tolerations"] = json!([
+                {"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"},
+                {"key": "spot", "operator": "Exists", "effect": "PreferNoSchedule"},
+            ])
+        }
+        Kind::ZoneSpread => {
+            pod["metadata"]["labels"]["app"] = json!("zone-spread");
+            pod["spec"]["topologySpreadConstraints"] = json!([{
+                "maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app": "zone-spread"}},
+            }]);
+        }
+        Kind::HostSpread => {
+            pod["metadata"]["labels"]["app"] = json!("host-spread");
+            pod["spec"]["topologySpreadConstraints"] = json!([{
+                "maxSkew": 1, "topologyKey": HOSTNAME, "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app": "host-spread"}},
+            }]);
+        }
+        Kind::AntiAffinity => {
+            pod["metadata"]["labels"]["app"] = json!("anti");
+            pod["spec"]["affinity"] = json!({"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": {"app": "anti"}}, "topologyKey": HOSTNAME,
+                }],
+            }});
+        }
+    }
+    pod
+}
+
+async fn create_pods(client: &Client, pods: usize) {
+    const WORKERS: usize = 32;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WORKERS {
+        let client = client.clone();
+        tasks.spawn(async move {
+            for i in (w..pods).step_by(WORKERS) {
+                client
+                    .create(&pods_res(), "default", &pod_object(i))
+                    .await
+                    .unwrap_or_else(|e| panic!("creating pod-{i:05}: {e}"));
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("creating pods");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The chain, and optional timing of every plugin call.
+
+/// Time spent in plugin calls, per kind of call, over a whole run.
+#[derive(Debug, Default, Clone)]
+struct CallTimes {
+    filter: (u64, Duration),
+    score: (u64, Duration),
+    changes: (u64, Duration),
+}
+
+/// A chain plugin whose calls are timed (only with `SCHED_BENCH_BREAKDOWN=1`).
+struct Timed {
+    inner: Box<dyn ChainPlugin>,
+    times: Arc<Mutex<BTreeMap<String, CallTimes>>>,
+    name: String,
+}
+
+impl Timed {
+    fn time<R>(
+        &mut self,
+        which: fn(&mut CallTimes) -> &mut (u64, Duration),
+        f: impl FnOnce(&mut dyn ChainPlugin) -> R,
+    ) -> R {
+        let t = Instant::now();
+        let r = f(self.inner.as_mut());
+        let d = t.elapsed();
+        let mut times = self.times.lock().unwrap();
+        let slot = which(times.entry(self.name.clone()).or_default());
+        slot.0 += 1;
+        slot.1 += d;
+        r
+    }
+}
+
+impl ChainPlugin for Timed {
+    fn info(&self) -> PluginInfo {
+        self.inner.info()
+    }
+    fn upsert_node(&mut self, id: NodeId, node: &Node) -> Result<(), CallError> {
+        self.time(|t| &mut t.changes, |p| p.upsert_node(id, node))
+    }
+    fn remove_node(&mut self, id: NodeId) -> Result<(), CallError> {
+        self.time(|t| &mut t.changes, |p| p.remove_node(id))
+    }
+    fn assume_pod(&mut self, node: NodeId, pod: &PlacedPod) -> Result<(), CallError> {
+        self.time(|t| &mut t.changes, |p| p.assume_pod(node, pod))
+    }
+    fn forget_pod(&mut self, node: NodeId, uid: &str) -> Result<(), CallError> {
+        self.time(|t| &mut t.changes, |p| p.forget_pod(node, uid))
+    }
+    fn filter(
+        &mut self,
+        pod: &Pod,
+        candidates: &[NodeId],
+        max_feasible: u32,
+    ) -> Result<FilterResult, CallError> {
+        self.time(
+            |t| &mut t.filter,
+            |p| p.filter(pod, candidates, max_feasible),
+        )
+    }
+    fn score(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, CallError> {
+        self.time(|t| &mut t.score, |p| p.score(pod, candidates))
+    }
+}
+
+type Times = Arc<Mutex<BTreeMap<String, CallTimes>>>;
+
+/// The default chain, each plugin loaded or made before the clock starts.
+fn chain(engine: &PluginEngine, mode: Mode, times: Option<&Times>) -> Profile {
+    let mut profile = Profile::new("default-scheduler");
+    for p in DEFAULT_PLUGINS {
+        let plugin: Box<dyn ChainPlugin> = match mode {
+            // As a `Plugin` object with no grants and the default budget loads it.
+            Mode::Wasm => {
+                let wasm = trellis_tests::read_plugin(p.crate_name);
+                let loaded = SchedulerPlugin::load(engine, &wasm, PluginSpec::new(p.crate_name))
+                    .unwrap_or_else(|e| panic!("loading {}: {e}", p.crate_name));
+                Box::new(WasmPlugin::new(loaded))
+            }
+            Mode::Native => p
+                .native("{}")
+                .unwrap_or_else(|e| panic!("making {}: {e}", p.crate_name)),
+        };
+        let plugin = match times {
+            Some(times) => Box::new(Timed {
+                inner: plugin,
+                times: times.clone(),
+                name: p.crate_name.to_string(),
+            }),
+            None => plugin,
+        };
+        profile = profile.with(Entry::new(p.crate_name, plugin, p.weight));
+    }
+    profile
+}
+
+// ---------------------------------------------------------------------------
+// One run.
+
+struct Run {
+    nodes: usize,
+    mode: Mode,
+    pods: usize,
+    setup: Duration,
+    startup: Duration,
+    total: Duration,
+    last_first: Duration,
+    p50: Duration,
+    p99: Duration,
+    unschedulable: u64,
+    errors: u64,
+    violations: Vec<String>,
+    placements: u64,
+    /// CPU of this process and of everything else, % of all cores.
+    cpu: (f64, f64),
+    times: Option<BTreeMap<String, CallTimes>>,
+}
+
+/// CPU use over a stretch of wall time, from `/proc`: this process (API
+/// server, scheduler, plugins) and everything else on the machine (another
+/// build running during a run makes its figures worthless: it shows here).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    /// Busy ticks of the whole machine.
+    busy: u64,
+    /// Ticks of this process (user + system).
+    this: u64,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let busy = [0, 1, 2, 5, 6, 7]
+            .iter()
+            .map(|&i| f.get(i).copied().unwrap_or(0))
+            .sum();
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command (which may hold spaces) start at `state`.
+        let rest: Vec<u64> = own
+            .rsplit_once(')')
+            .map(|x| x.1)
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let this = rest.get(11).copied().unwrap_or(0) + rest.get(12).copied().unwrap_or(0);
+        Self { busy, this }
+    }
+
+    /// (this process, everything else) in percent of all cores over `wall`.
+    fn share_since(self, start: Cpu, wall: Duration, cores: usize) -> (f64, f64) {
+        let ticks = wall.as_secs_f64() * 100.0 * cores as f64; // USER_HZ is 100
+        let this = self.this.saturating_sub(start.this) as f64;
+        let busy = self.busy.saturating_sub(start.busy) as f64;
+        (100.0 * this / ticks, 100.0 * (busy - this).max(0.0) / ticks)
+    }
+}
+
+/// With `SCHED_BENCH_PERF_CTL=FIFO` (perf record's `-D -1 --control
+/// fifo:FIFO`), profile only the timed part of each run.
+fn perf_control(command: &str) {
+    if let Ok(fifo) = std::env::var("SCHED_BENCH_PERF_CTL") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(fifo) {
+            let _ = writeln!(f, "{command}");
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+async fn run_one(engine: &PluginEngine, s: &Settings, nodes: usize, mode: Mode) -> Run {
+    let t = Instant::now();
+    let api = ApiServer::start().await;
+    let client = api.client.clone();
+    register_nodes(&client, nodes).await;
+    create_pods(&client, s.pods).await;
+    let times = s.breakdown.then(Times::default);
+    let profile = chain(engine, mode, times.as_ref());
+    let setup = t.elapsed();
+
+    let mut scheduler = Scheduler::new(client.clone())
+        .config(SchedulerConfig {
+            record: s.record,
+            ..SchedulerConfig::default()
+        })
+        .profile(profile);
+    let metrics = scheduler.metrics();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    perf_control("enable");
+    let cpu = Cpu::now();
+    let start = Instant::now();
+    let running = tokio::spawn(async move {
+        scheduler
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let mut first = None;
+    loop {
+        let done = metrics.scheduled() as usize;
+        if done > 0 && first.is_none() {
+            first = Some(start.elapsed());
+        }
+        if done >= s.pods {
+            break;
+        }
+        if running.is_finished() {
+            panic!(
+                "the scheduler stopped after {done} pods: {:?}",
+                running.await
+            );
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{nodes} nodes, {}: only {done}/{} pods bound after {PATIENCE:?} ({} unschedulable cycles, {} errors)",
+            mode.name(),
+            s.pods,
+            metrics.unschedulable(),
+            metrics.errors()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let total = start.elapsed();
+    perf_control("disable");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = Cpu::now().share_since(cpu, total, cores);
+    let _ = stop.send(());
+    running
+        .await
+        .expect("scheduler task")
+        .expect("scheduler ran");
+
+    let mut lat = metrics.attempt_latencies();
+    if std::env::var("SCHED_BENCH_DEBUG").is_ok() {
+        let slow: Vec<(usize, u128)> = lat
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.as_millis() > 20)
+            .map(|(i, d)| (i, d.as_millis()))
+            .collect();
+        eprintln!("slow: {} {:?}", slow.len(), &slow[..slow.len().min(400)]);
+    }
+    lat.sort();
+    let (violations, placements) = check_placements(&client, s.pods).await;
+    api.shutdown().await;
+    Run {
+        nodes,
+        mode,
+        pods: s.pods,
+        setup,
+        startup: first.unwrap_or_default(),
+        total,
+        last_first: total - first.unwrap_or_default(),
+        p50: percentile(&lat, 50),
+        p99: percentile(&lat, 99),
+        unschedulable: metrics.unschedulable(),
+        errors: metrics.errors(),
+        violations,
+        placements,
+        cpu,
+        times: times.map(|t| t.lock().unwrap().clone()),
+    }
+}
+
+/// Check every pod is bound and where the pods' constraints allow; returns
+/// the violations and a digest of the placements (pod name → node name).
+async fn check_placements(client: &Client, pods: usize) -> (Vec<String>, u64) {
+    let node_list = client
+        .list(&nodes_res(), "", &ListParams::default())
+        .await
+        .expect("list nodes");
+    let label = |n: &Value, k: &str| {
+        n["metadata"]["labels"][k]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let nodes: HashMap<String, Value> = node_list
+        .items()
+        .iter()
+        .map(|n| {
+            (
+                n["metadata"]["name"].as_str().unwrap().to_string(),
+                n.clone(),
+            )
+        })
+        .collect();
+    let pod_list = client
+        .list(&pods_res(), "default", &ListParams::default())
+        .await
+        .expect("list pods");
+    let mut placed: BTreeMap<String, String> = BTreeMap::new();
+    let mut bad: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut anti_nodes = HashSet::new();
+    let mut zone_spread: BTreeMap<String, usize> = BTreeMap::new();
+    for p in pod_list.items() {
+        let name = p["metadata"]["name"].as_str().unwrap().to_string();
+        let Some(node) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
+            *bad.entry("unbound").or_default() += 1;
+            continue;
+        };
+        let i: usize = name.trim_start_matches("pod-").parse().unwrap();
+        let n = &nodes[node];
+        let mut wrong = |what: &'static str, ok: bool| {
+            if !ok {
+                *bad.entry(what).or_default() += 1;
+            }
+        };
+        let k = kind(i);
+        wrong(
+            "untolerated taint",
+            label(n, "node-role") != "infra" || k == Kind::Toleration,
+        );
+        match k {
+            Kind::Selector => wrong("nodeSelector", label(n, "disktype") == "ssd"),
+            Kind::Affinity => wrong(
+                "node affinity",
+                matches!(label(n, ZONE).as_str(), "zone-0" | "zone-1"),
+            ),
+            Kind::AntiAffinity => wrong("anti-affinity", anti_nodes.insert(node.to_string())),
+            Kind::ZoneSpread => *zone_spread.entry(label(n, ZONE)).or_default() += 1,
+            _ => {}
+        }
+        placed.insert(name, node.to_string());
+    }
+    if placed.len() + bad.get("unbound").copied().unwrap_or(0) != pods {
+        bad.insert("pods missing", pods - placed.len());
+    }
+    let counts: Vec<usize> = (0..ZONES)
+        .map(|z| zone_spread.get(&format!("zone-{z}")).copied().unwrap_or(0))
+        .collect();
+    if counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0) > 1 {
+        bad.insert("zone spread skew > 1", 1);
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    placed.hash(&mut h);
+    (
+        bad.into_iter().map(|(k, v)| format!("{v} {k}")).collect(),
+        h.finish(),
+    )
+}
+
+// ---------------------------------------------------------------------------
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn per_sec(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; settings come from the environment.
+    let s = settings();
+    let engine = trellis_tests::engine();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "== scheduler: {} pods, default chain of {} plugins ({}), {} cores ==",
+        s.pods,
+        DEFAULT_PLUGINS.len(),
+        DEFAULT_PLUGINS
+            .iter()
+            .map(|p| format!("{}:{}", p.crate_name, p.weight))
+            .collect::<Vec<_>>()
+            .join(" "),
+        cores
+    );
+    println!(
+        "   API server in-process over HTTPS on an embedded store (fsync on), record={}, parallel bindings {}",
+        if s.record { "on" } else { "off" },
+        SchedulerConfig::default().parallel_bindings
+    );
+    let mut runs: Vec<Run> = Vec::new();
+    for &n in &s.nodes {
+        for &mode in &s.modes {
+            // A runtime per run, like `trellis up`'s: the API server and the
+            // scheduler share it. Dropped (every task ended) before the next.
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let r = rt.block_on(run_one(&engine, &s, n, mode));
+            drop(rt);
+            eprintln!(
+                "   ({} nodes, {}: setup {:.1}s, total {:.2}s)",
+                n,
+                mode.name(),
+                r.setup.as_secs_f64(),
+                r.total.as_secs_f64()
+            );
+            runs.push(r);
+        }
+    }
+
+    println!();
+    println!(
+        "{:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6} {:>11}  {}",
+        "nodes",
+        "mode",
+        "pods/s",
+        "steady/s",
+        "startup",
+        "total",
+        "p50",
+        "p99",
+        "unsched",
+        "errors",
+        "cpu us/rest",
+        "placements"
+    );
+    for r in &runs {
+        println!(
+            "{:>6} {:>7} {:>9.0} {:>9.0} {:>7.0}ms {:>8.2}s {:>7.2}ms {:>7.2}ms {:>7} {:>6} {:>5.0}%/{:>3.0}%  {}",
+            r.nodes,
+            r.mode.name(),
+            per_sec(r.pods, r.total),
+            per_sec(r.pods.saturating_sub(1), r.last_first),
+            ms(r.startup),
+            r.total.as_secs_f64(),
+            ms(r.p50),
+            ms(r.p99),
+            r.unschedulable,
+            r.errors,
+            r.cpu.0,
+            r.cpu.1,
+            if r.violations.is_empty() {
+                format!("ok ({:016x})", r.placements)
+            } else {
+                r.violations.join(", ")
+            }
+        );
+    }
+    println!();
+    println!("wasm/native (time ratio: > 1 means Wasm is slower; target ≤ 1.30)");
+    for &n in &s.nodes {
+        let get = |m| runs.iter().find(|r| r.nodes == n && r.mode == m);
+        if let (Some(w), Some(nv)) = (get(Mode::Wasm), get(Mode::Native)) {
+            println!(
+                "{:>6} nodes: total {:.2}x  steady {:.2}x  startup {:.2}x  p50 {:.2}x  p99 {:.2}x  same placements: {}",
+                n,
+                w.total.as_secs_f64() / nv.total.as_secs_f64(),
+                w.last_first.as_secs_f64() / nv.last_first.as_secs_f64(),
+                w.startup.as_secs_f64() / nv.startup.as_secs_f64(),
+                w.p50.as_secs_f64() / nv.p50.as_secs_f64(),
+                w.p99.as_secs_f64() / nv.p99.as_secs_f64(),
+                if w.placements == nv.placements { "yes" } else { "NO" }
+            );
+        }
+    }
+    println!("target: >= 2000 pods/s at 5000 nodes");
+
+    if s.breakdown {
+        println!();
+        println!("== time in plugin calls (SCHED_BENCH_BREAKDOWN=1), µs per pod ==");
+        println!(
+            "{:>6} {:>7} {:<36} {:>9} {:>9} {:>9}",
+            "nodes", "mode", "plugin", "filter", "score", "changes"
+        );
+        for r in &runs {
+            let Some(times) = &r.times else { continue };
+            let per_pod = |d: Duration| d.as_secs_f64() * 1e6 / r.pods as f64;
+            let mut sum = Duration::ZERO;
+            for p in DEFAULT_PLUGINS {
+                let t = times.get(p.crate_name).cloned().unwrap_or_default();
+                sum += t.filter.1 + t.score.1 + t.changes.1;
+                println!(
+                    "{:>6} {:>7} {:<36} {:>9.1} {:>9.1} {:>9.1}",
+                    r.nodes,
+                    r.mode.name(),
+                    p.crate_name,
+                    per_pod(t.filter.1),
+                    per_pod(t.score.1),
+                    per_pod(t.changes.1)
+                );
+            }
+            println!(
+                "{:>6} {:>7} {:<36} {:>9.1} µs/pod in plugins of {:.1} µs/pod wall ({:.0} %)",
+                r.nodes,
+                r.mode.name(),
+                "all plugins",
+                per_pod(sum),
+                per_pod(r.total),
+                100.0 * sum.as_secs_f64() / r.total.as_secs_f64()
+            );
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Scheduler plugin crates compiled natively into the host, behind the same
+//! [`ChainPlugin`] trait the runtime drives Wasm components through. The
+//! scheduler benchmark runs the default chain both ways to measure what the
+//! sandbox costs, and `tests/scheduler_plugins_native.rs` proves both ways
+//! give the same answers.
+//!
+//! Each call converts the host's records into the SDK's (the WIT records as
+//! `wasmtime::bindgen!` and `wit_bindgen::generate!` each spell them). That is
+//! the work a guest does anyway when it lifts its arguments, so what the
+//! native side saves over Wasm is the boundary, not the copy.
+//!
+//! ```no_run
+//! use trellis_scheduler::{Entry, Profile};
+//! use trellis_tests::native::NativePlugin;
+//! let fit = NativePlugin::<node_resources_fit::NodeResourcesFit>::new("{}").unwrap();
+//! let profile = Profile::new("default-scheduler").with(Entry::new("node-resources-fit", Box::new(fit), 1));
+//! ```
+
+use std::panic::AssertUnwindSafe;
+
+use trellis_plugin_host::scheduler as host;
+use trellis_plugin_host::{CallError, FaultKind, PluginFault};
+use trellis_scheduler::ChainPlugin;
+use trellis_sdk::scheduler::{self as sdk, SchedulerPlugin};
+
+/// Upstream's default plugins, in chain order with their score weights, as
+/// `DEFAULT_PLUGINS` in `host/trellis/src/cmd/cluster.rs` lists them. Each
+/// can be loaded as the component `build/plugins/<crate_name>.wasm` or made
+/// natively with [`DefaultPlugin::native`].
+pub const DEFAULT_PLUGINS: &[DefaultPlugin] = &[
+    DefaultPlugin::of::<node_name::NodeName>("node-name", 0),
+    DefaultPlugin::of::<node_unschedulable::NodeUnschedulable>("node-unschedulable", 0),
+    DefaultPlugin::of::<taint_toleration::TaintToleration>("taint-toleration", 3),
+    DefaultPlugin::of::<node_affinity::NodeAffinity>("node-affinity", 2),
+    DefaultPlugin::of::<node_resources_fit::NodeResourcesFit>("node-resources-fit", 1),
+    DefaultPlugin::of::<node_resources_balanced_allocation::BalancedAllocation>(
+        "node-resources-balanced-allocation",
+        1,
+    ),
+    DefaultPlugin::of::<pod_topology_spread::PodTopologySpread>("pod-topology-spread", 2),
+    DefaultPlugin::of::<inter_pod_affinity::InterPodAffinity>("inter-pod-affinity", 2),
+    DefaultPlugin::of::<image_locality::ImageLocality>("image-locality", 1),
+];
+
+/// One default plugin: the crate (and component file) name, the upstream
+/// score weight, and how to make it natively.
+#[derive(Clone, Copy)]
+pub struct DefaultPlugin {
+    /// `plugins/scheduler/<crate_name>`, built to `<crate_name>.wasm`.
+    pub crate_name: &'static str,
+    /// Upstream's score weight (0: filter only).
+    pub weight: i64,
+    make: fn(&str) -> Result<Box<dyn ChainPlugin>, CallError>,
+}
+
+impl DefaultPlugin {
+    const fn of<T: SchedulerPlugin + Send>(crate_name: &'static str, weight: i64) -> Self {
+        Self {
+            crate_name,
+            weight,
+            make: NativePlugin::<T>::boxed,
+        }
+    }
+
+    /// The crate compiled into the host, configured with `config` (JSON).
+    pub fn native(&self, config: &str) -> Result<Box<dyn ChainPlugin>, CallError> {
+        (self.make)(config)
+    }
+}
+
+/// A plugin crate compiled into the host: the same `SchedulerPlugin` value
+/// the Wasm export macro would wrap, called directly. Errors map as the Wasm
+/// path maps them: a `plugin-error` to [`CallError::Plugin`], a panic (a
+/// trap in Wasm) to [`CallError::Trapped`], an answer that breaks the WIT
+/// contract to [`CallError::Contract`]. Unlike a Wasm session, nothing is
+/// rebuilt after a panic: the benchmark and tests treat one as fatal.
+pub struct NativePlugin<T> {
+    plugin: T,
+    info: host::PluginInfo,
+}
+
+impl<T: SchedulerPlugin + Send> NativePlugin<T> {
+    /// A configured plugin (`configure` with `config`, `{}` for none).
+    pub fn new(config: &str) -> Result<Self, CallError> {
+        let mut plugin = T::default();
+        guard(|| plugin.configure(config))?;
+        Ok(Self {
+            plugin,
+            info: info_to_host(T::info()),
+        })
+    }
+
+    /// [`NativePlugin::new`], boxed for a chain [`trellis_scheduler::Entry`].
+    pub fn boxed(config: &str) -> Result<Box<dyn ChainPlugin>, CallError> {
+        Ok(Box::new(Self::new(config)?))
+    }
+}
+
+/// Run one plugin call, mapping its error and a panic as the Wasm path would.
+fn guard<R>(f: impl FnOnce() -> Result<R, trellis_sdk::PluginError>) -> Result<R, CallError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(CallError::Plugin(fault(e))),
+        Err(panic) => Err(CallError::Trapped {
+            reason: panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "native plugin panicked".into()),
+        }),
+    }
+}
+
+/// The host's typed fault for an SDK `plugin-error`.
+pub fn fault(e: trellis_sdk::PluginError) -> PluginFault {
+    use trellis_sdk::PluginError as E;
+    let (kind, message) = match e {
+        E::InvalidConfig(m) => (FaultKind::InvalidConfig, m),
+        E::InvalidInput(m) => (FaultKind::InvalidInput, m),
+        E::AccessDenied(m) => (FaultKind::AccessDenied, m),
+        E::Internal(m) => (FaultKind::Internal, m),
+    };
+    PluginFault { kind, message }
+}
+
+fn info_to_host(i: sdk::PluginInfo) -> host::PluginInfo {
+    let mut phases = host::Phases::empty();
+    if i.phases.contains(sdk::Phases::FILTER) {
+        phases = phases | host::Phases::FILTER;
+    }
+    if i.phases.contains(sdk::Phases::SCORE) {
+        phases = phases | host::Phases::SCORE;
+    }
+    host::PluginInfo {
+        name: i.name,
+        version: i.version,
+        phases,
+    }
+}
+
+fn filter_to_host(r: sdk::FilterResult) -> host::FilterResult {
+    host::FilterResult {
+        feasible: r.feasible,
+        rejected: r
+            .rejected
+            .into_iter()
+            .map(|x| host::Rejection {
+                node: x.node,
+                reason: x.reason,
+            })
+            .collect(),
+        reasons: r
+            .reasons
+            .into_iter()
+            .map(|x| host::Reason {
+                message: x.message,
+                unresolvable: x.unresolvable,
+            })
+            .collect(),
+    }
+}
+
+fn contract(reason: String) -> CallError {
+    CallError::Contract { reason }
+}
+
+impl<T: SchedulerPlugin + Send> ChainPlugin for NativePlugin<T> {
+    fn info(&self) -> host::PluginInfo {
+        self.info.clone()
+    }
+
+    fn upsert_node(&mut self, id: host::NodeId, node: &host::Node) -> Result<(), CallError> {
+        let node = node.to_sdk();
+        guard(|| self.plugin.upsert_node(id, node))
+    }
+
+    fn remove_node(&mut self, id: host::NodeId) -> Result<(), CallError> {
+        guard(|| {
+            self.plugin.remove_node(id);
+            Ok(())
+        })
+    }
+
+    fn assume_pod(&mut self, node: host::NodeId, pod: &host::PlacedPod) -> Result<(), CallError> {
+        let pod = pod.to_sdk();
+        guard(|| self.plugin.assume_pod(node, pod))
+    }
+
+    fn forget_pod(&mut self, node: host::NodeId, uid: &str) -> Result<(), CallError> {
+        guard(|| {
+            self.plugin.forget_pod(node, uid);
+            Ok(())
+        })
+    }
+
+    fn filter(
+        &mut self,
+        pod: &host::Pod,
+        candidates: &[host::NodeId],
+        max_feasible: u32,
+    ) -> Result<host::FilterResult, CallError> {
+        check_candidates(candidates)?;
+        let pod = pod.to_sdk();
+        let r = filter_to_host(guard(|| {
+            self.plugin.filter(&pod, candidates, max_feasible)
+        })?);
+        // The checks a Wasm session makes on the same answer.
+        let seen = r.feasible.len() + r.rejected.len();
+        if seen > candidates.len() {
+            return Err(contract(format!(
+                "filter answered {seen} verdicts for {} candidates",
+                candidates.len()
+            )));
+        }
+        if let Some(bad) = r
+            .rejected
+            .iter()
+            .find(|x| x.reason as usize >= r.reasons.len())
+        {
+            return Err(contract(format!(
+                "rejection of node {} names reason {} of {}",
+                bad.node,
+                bad.reason,
+                r.reasons.len()
+            )));
+        }
+        Ok(r)
+    }
+
+    fn score(
+        &mut self,
+        pod: &host::Pod,
+        candidates: &[host::NodeId],
+    ) -> Result<Vec<u8>, CallError> {
+        check_candidates(candidates)?;
+        let pod = pod.to_sdk();
+        let r = guard(|| self.plugin.score(&pod, candidates))?;
+        if r.len() != candidates.len() {
+            return Err(contract(format!(
+                "score answered {} scores for {} candidates",
+                r.len(),
+                candidates.len()
+            )));
+        }
+        if let Some(s) = r.iter().find(|s| **s > 100) {
+            return Err(contract(format!("score {s} is above 100")));
+        }
+        Ok(r)
+    }
+}
+
+fn check_candidates(candidates: &[host::NodeId]) -> Result<(), CallError> {
+    if candidates.len() > host::MAX_CANDIDATES {
+        return Err(contract(format!(
+            "{} candidates exceed the limit of {}",
+            candidates.len(),
+            host::MAX_CANDIDATES
+        )));
+    }
+    Ok(())
+}
+
+/// A host-side WIT record (from `wasmtime::component::bindgen!`) as the
+/// SDK's record of the same WIT type (from `wit_bindgen::generate!`).
+pub trait ToSdk {
+    /// The SDK's type.
+    type Sdk;
+    /// A deep copy in the SDK's type.
+    fn to_sdk(&self) -> Self::Sdk;
+}
+
+macro_rules! same {
+    ($($t:ty),*) => {$(
+        impl ToSdk for $t {
+            type Sdk = $t;
+            #[inline]
+            fn to_sdk(&self) -> $t {
+                self.clone()
+            }
+        }
+    )*};
+}
+same!(String, bool, u16, u32, i32, i64);
+
+impl<T: ToSdk> ToSdk for Vec<T> {
+    type Sdk = Vec<T::Sdk>;
+    fn to_sdk(&self) -> Self::Sdk {
+        self.iter().map(ToSdk::to_sdk).collect()
+    }
+}
+
+impl<T: ToSdk> ToSdk for Option<T> {
+    type Sdk = Option<T::Sdk>;
+    fn to_sdk(&self) -> Self::Sdk {
+        self.as_ref().map(ToSdk::to_sdk)
+    }
+}
+
+impl<A: ToSdk, B: ToSdk> ToSdk for (A, B) {
+    type Sdk = (A::Sdk, B::Sdk);
+    fn to_sdk(&self) -> Self::Sdk {
+        (self.0.to_sdk(), self.1.to_sdk())
+    }
+}
+
+// Struct literals without `..`, so a field added to the WIT fails to compile
+// here instead of being silently dropped.
+macro_rules! record {
+    ($host:path => $sdk:path { $($f:ident),* $(,)? }) => {
+        impl ToSdk for $host {
+            type Sdk = $sdk;
+            fn to_sdk(&self) -> $sdk {
+                $sdk { $($f: self.$f.to_sdk()),* }
+            }
+        }
+    };
+}
+
+macro_rules! enumeration {
+    ($host:path => $sdk:path { $($v:ident),* $(,)? }) => {
+        impl ToSdk for $host {
+            type Sdk = $sdk;
+            fn to_sdk(&self) -> $sdk {
+                use $host as H;
+                use $sdk as S;
+                match self { $(H::$v => S::$v),* }
+            }
+        }
+    };
+}
+
+record!(host::Label => trellis_sdk::Label { key, value });
+record!(host::Resources => trellis_sdk::Resources {
+    milli_cpu, memory, ephemeral_storage, pods, scalar,
+});
+enumeration!(host::TaintEffect => trellis_sdk::TaintEffect {
+    NoSchedule, PreferNoSchedule, NoExecute,
+});
+record!(host::Taint => trellis_sdk::Taint { key, value, effect });
+enumeration!(host::TolerationOperator => trellis_sdk::TolerationOperator { Equal, Exists });
+record!(host::Toleration => trellis_sdk::Toleration {
+    key, operator, value, effect, toleration_seconds,
+});
+enumeration!(host::SelectorOperator => trellis_sdk::SelectorOperator {
+    In, NotIn, Exists, DoesNotExist, Gt, Lt,
+});
+record!(host::Requirement => trellis_sdk::Requirement { key, operator, values });
+record!(host::LabelSelector => trellis_sdk::LabelSelector { match_labels, match_expressions });
+record!(host::NodeSelectorTerm => trellis_sdk::NodeSelectorTerm { match_expressions, match_fields });
+record!(host::PreferredSchedulingTerm => trellis_sdk::PreferredSchedulingTerm { weight, preference });
+record!(host::NodeAffinity => trellis_sdk::NodeAffinity { required, preferred });
+record!(host::PodAffinityTerm => trellis_sdk::PodAffinityTerm {
+    label_selector, namespaces, namespace_selector, topology_key,
+});
+record!(host::WeightedPodAffinityTerm => trellis_sdk::WeightedPodAffinityTerm { weight, term });
+record!(host::PodAffinity => trellis_sdk::PodAffinity { required, preferred });
+enumeration!(host::UnsatisfiableAction => trellis_sdk::UnsatisfiableAction {
+    DoNotSchedule, ScheduleAnyway,
+});
+record!(host::TopologySpreadConstraint => trellis_sdk::TopologySpreadConstraint {
+    max_skew, topology_key, when_unsatisfiable, label_selector, min_domains,
+});
+record!(host::NodeImage => trellis_sdk::NodeImage { names, size_bytes });
+record!(host::HostPort => sdk::HostPort { port, protocol, host_ip });
+record!(host::Container => sdk::Container { name, image, requests, host_ports });
+record!(host::Node => sdk::Node {
+    name, labels, taints, allocatable, unschedulable, images,
+});
+record!(host::Pod => sdk::Pod {
+    name,
+    namespace,
+    uid,
+    labels,
+    namespace_labels,
+    node_name,
+    node_selector,
+    node_affinity,
+    pod_affinity,
+    pod_anti_affinity,
+    tolerations,
+    topology_spread_constraints,
+    containers,
+    init_containers,
+    overhead,
+    priority,
+});
+record!(host::PlacedPod => sdk::PlacedPod {
+    uid, namespace, labels, requests, host_ports, required_anti_affinity, required_affinity,
+});

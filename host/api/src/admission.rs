@@ -669,6 +669,8 @@ pub(crate) async fn watch_chains(
     // that fails to build keeps its last good entries; others still change.
     let mut built: BTreeMap<String, (String, Vec<Arc<Entry>>)> = BTreeMap::new();
     let mut tried: HashMap<String, String> = HashMap::new();
+    // Admission plugin name -> version last reported on.
+    let mut checked: HashMap<String, String> = HashMap::new();
     loop {
         let lists = async {
             let chains = objects
@@ -693,6 +695,27 @@ pub(crate) async fn watch_chains(
                         )
                     })
                     .collect();
+                for p in plugins
+                    .values()
+                    .filter(|p| p["spec"]["role"] == "admission")
+                {
+                    let pname = p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    if checked.get(&pname) == Some(&version_of(p)) {
+                        continue;
+                    }
+                    let (source, services, p2) = (source.clone(), services.clone(), p.clone());
+                    if let Ok(status) =
+                        tokio::task::spawn_blocking(move || check_plugin(&source, &services, &p2))
+                            .await
+                    {
+                        set_status(&objects, plugin_kind, p, status).await;
+                    }
+                    checked.insert(pname, version_of(p));
+                }
+                checked.retain(|n, _| plugins.contains_key(n));
                 let mut changed = false;
                 let names: Vec<String> = chains
                     .iter()
@@ -758,7 +781,6 @@ pub(crate) async fn watch_chains(
 
 /// Record on a chain object whether it is active.
 async fn set_ready(objects: &Objects, kind: &'static Kind, c: &Value, r: Result<(), &str>) {
-    let name = c["metadata"]["name"].as_str().unwrap_or_default();
     let (status, reason, message) = match r {
         Ok(()) => ("True", "Active", "chain active".to_string()),
         Err(m) => (
@@ -767,26 +789,55 @@ async fn set_ready(objects: &Objects, kind: &'static Kind, c: &Value, r: Result<
             format!("{m}; the previous version of this chain (if any) keeps running"),
         ),
     };
-    if c["status"]["conditions"][0]["message"] == message.as_str()
-        && c["status"]["observedGeneration"] == c["metadata"]["generation"]
-    {
+    let cond = json!({"conditions": [{"type": "Ready", "status": status, "reason": reason,
+        "message": message, "lastTransitionTime": crate::util::now_rfc3339()}]});
+    set_status(objects, kind, c, cond).await;
+}
+
+/// Write `status` (plus `observedGeneration`) unless the object already
+/// says the same: our own writes come back on the next poll.
+async fn set_status(objects: &Objects, kind: &'static Kind, obj: &Value, mut status: Value) {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    status["observedGeneration"] = obj["metadata"]["generation"].clone();
+    let same = |s: &Value| {
+        s["observedGeneration"] == status["observedGeneration"]
+            && s["conditions"][0]["status"] == status["conditions"][0]["status"]
+            && s["conditions"][0]["message"] == status["conditions"][0]["message"]
+    };
+    if same(&obj["status"]) {
         return;
     }
     for _ in 0..3 {
         let Ok(cur) = objects.get(kind, "", name).await else {
             break;
         };
+        if cur["metadata"]["generation"] != obj["metadata"]["generation"] {
+            break; // changed meanwhile: the next poll reports on the new one
+        }
         let mut new = cur.clone();
-        new["status"] = json!({
-            "observedGeneration": cur["metadata"]["generation"],
-            "conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message,
-                            "lastTransitionTime": crate::util::now_rfc3339()}],
-        });
+        new["status"] = status.clone();
         let rv = resource_version(&cur).unwrap_or(0);
         match objects.replace(kind, "", name, new, rv).await {
             Err(e) if e.code == 409 => continue,
             _ => break,
         }
+    }
+}
+
+/// Load an admission `Plugin` object once, to report on it.
+fn check_plugin(source: &PluginSource, services: &HostServices, obj: &Value) -> Value {
+    let loaded = source.compile(obj, "admission").and_then(|r| {
+        let spec = r.spec(None, Budget::default()).services(services.clone());
+        AdmissionPlugin::from_compiled(source.engine(), &r.component, spec)
+            .map(|_| r.component.digest.to_string())
+            .map_err(|e| e.to_string())
+    });
+    let now = crate::util::now_rfc3339();
+    match loaded {
+        Ok(digest) => json!({"digest": digest, "conditions": [{"type": "Ready", "status": "True",
+            "reason": "Loaded", "message": "compiled, linked and configured", "lastTransitionTime": now}]}),
+        Err(m) => json!({"conditions": [{"type": "Ready", "status": "False",
+            "reason": "LoadFailed", "message": m, "lastTransitionTime": now}]}),
     }
 }
 

@@ -549,7 +549,7 @@ fn printer_for(kind: &Kind) -> Printer {
                 plain(vec![name(o), st(&o["spec"]["role"]), st(&o["status"]["conditions"][0]["status"]), json!(short), age_cell(o, now)])
             }
         ),
-        ("trellis.dev", "SchedulerProfile") => p!(
+        ("trellis.dev", "SchedulerProfile" | "AdmissionChain") => p!(
             &[
                 NAME,
                 col("Ready", "string", "Whether the chain is active"),
@@ -2526,8 +2526,9 @@ mod tests {
             (
                 "trellis.dev",
                 "AdmissionChain",
-                json!({"metadata": {"name": "c", "creationTimestamp": T0}}),
-                vec![json!("c"), json!("2m")],
+                json!({"metadata": {"name": "c", "creationTimestamp": T0}, "spec": {"plugins": [{"name": "a"}]},
+                    "status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+                vec![json!("c"), json!("False"), json!(1), json!("2m")],
             ),
         ];
         for (group, kind, obj, want) in cases {

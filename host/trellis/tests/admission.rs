@@ -112,6 +112,46 @@ fn limit_range_defaults_and_refuses_like_upstream() {
         ),
         "{out}"
     );
+    // The README's example: the team-label chain from examples/manifests.
+    let manifests =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/manifests");
+    c.ok(&[
+        "apply",
+        "-f",
+        manifests.join("team-label.yaml").to_str().unwrap(),
+    ]);
+    c.eventually("teams active", PATIENCE, || chain_ready(&c, "teams"));
+    c.eventually("the plugin reports it loaded", PATIENCE, || {
+        c.kubectl(&[
+            "get",
+            "plugin",
+            "team-label",
+            "-o",
+            "jsonpath={.status.conditions[0].status}",
+        ])
+        .1 == "True"
+    });
+    let table = c.ok(&["get", "admissionchains"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().take(3).collect::<Vec<_>>() == ["teams", "True", "1"]),
+        "{table}"
+    );
+    let (code, _, err) = c.kubectl(&[
+        "apply",
+        "-f",
+        manifests
+            .join("unlabelled-deployment.yaml")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("deployments \"web\" is forbidden: Deployment \"web\" needs a \"team\" label"),
+        "{err}"
+    );
+
     // Namespaces without a LimitRange are untouched.
     let (code, out) = create(&c, &pod("default", "free", "{}"));
     assert_eq!(code, 0, "{out}");

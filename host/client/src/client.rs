@@ -386,7 +386,10 @@ impl Client {
         // The connection is free again once this response's body is read;
         // hyper queues the next request until then.
         let mut idle = self.idle.lock().expect("pool lock");
-        if idle.len() < 8 {
+        // Enough for a runtime's parallel requests (the scheduler binds 32
+        // pods at once and records events beside): a connection dropped
+        // here costs a TLS handshake later.
+        if idle.len() < 64 {
             idle.push(conn);
         }
         Ok(resp)

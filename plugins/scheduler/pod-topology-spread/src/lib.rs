@@ -57,6 +57,56 @@ pub struct PodTopologySpread {
     nodes: NodeTable<NodeInfo>,
     /// Which node each placed pod is on, for `forget-pod` and replacement.
     pod_nodes: HashMap<String, NodeId>,
+    /// Domain counts for the hard constraints pods have asked about, kept
+    /// current as pods come and go, so that pods sharing constraints (the
+    /// replicas of one workload) do not each recount every node and pod.
+    cache: HashMap<String, Counts>,
+}
+
+/// Most sets of constraints kept counted at once.
+const CACHE_ENTRIES: usize = 64;
+
+/// Matching pods per domain, per constraint, over the eligible nodes.
+struct Counts {
+    namespace: String,
+    selectors: Vec<Option<LabelSelector>>,
+    /// Per constraint: domain -> matching pods.
+    counts: Vec<HashMap<String, i64>>,
+    /// Eligible nodes and their domain per constraint.
+    domains: HashMap<NodeId, Vec<String>>,
+}
+
+impl Counts {
+    /// A pod arrived on (`delta` 1) or left (-1) node `id`.
+    fn apply(&mut self, id: NodeId, namespace: &str, labels: &[Label], delta: i64) {
+        if namespace != self.namespace {
+            return;
+        }
+        let Some(domains) = self.domains.get(&id) else {
+            return;
+        };
+        for (i, sel) in self.selectors.iter().enumerate() {
+            if count_matching_one(sel.as_ref(), namespace, namespace, labels) {
+                *self.counts[i].entry(domains[i].clone()).or_insert(0) += delta;
+            }
+        }
+    }
+}
+
+/// What a set of hard constraints is counted under: namespace, each
+/// constraint's key and selector, and the pod's node eligibility rules.
+fn cache_key(pod: &Pod, constraints: &[&TopologySpreadConstraint]) -> String {
+    let required = pod.node_affinity.as_ref().map(|a| &a.required);
+    format!(
+        "{}|{:?}|{:?}|{:?}",
+        pod.namespace,
+        constraints
+            .iter()
+            .map(|c| (&c.topology_key, &c.label_selector))
+            .collect::<Vec<_>>(),
+        pod.node_selector,
+        required,
+    )
 }
 
 #[derive(Deserialize)]
@@ -85,6 +135,21 @@ fn count_matching(pods: &[Placed], sel: Option<&LabelSelector>, ns: &str) -> i64
         .count() as i64
 }
 
+/// Whether one placed pod counts under `sel` for a pod of namespace `ns`
+/// (the rule of [`count_matching`]).
+fn count_matching_one(
+    sel: Option<&LabelSelector>,
+    ns: &str,
+    pod_ns: &str,
+    labels: &[Label],
+) -> bool {
+    let Some(sel) = sel else { return false };
+    if sel.match_labels.is_empty() && sel.match_expressions.is_empty() {
+        return false;
+    }
+    pod_ns == ns && selector_matches(sel, labels)
+}
+
 /// The pod's `nodeSelector` and required node affinity (upstream's
 /// `GetRequiredNodeAffinity(pod).Match(node)`).
 fn required_affinity_matches(pod: &Pod, node: &NodeInfo) -> bool {
@@ -111,9 +176,38 @@ impl PodTopologySpread {
         if let Some(id) = self.pod_nodes.remove(uid) {
             if let Ok(n) = self.nodes.get_mut(id) {
                 if let Some(i) = n.pods.iter().position(|p| p.uid == uid) {
-                    n.pods.swap_remove(i);
+                    let gone = n.pods.swap_remove(i);
+                    for c in self.cache.values_mut() {
+                        c.apply(id, &gone.namespace, &gone.labels, -1);
+                    }
                 }
             }
+        }
+    }
+
+    /// Count the hard constraints from scratch: every eligible node and
+    /// every pod on it.
+    fn build_counts(&self, pod: &Pod, hard: &[&TopologySpreadConstraint]) -> Counts {
+        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); hard.len()];
+        let mut domains = HashMap::new();
+        for (id, node) in self.nodes.iter() {
+            if !has_all_keys(&node.labels, hard) || !required_affinity_matches(pod, node) {
+                continue;
+            }
+            let mut mine = Vec::with_capacity(hard.len());
+            for (i, c) in hard.iter().enumerate() {
+                let value = label_value(&node.labels, &c.topology_key).unwrap_or_default();
+                let n = count_matching(&node.pods, c.label_selector.as_ref(), &pod.namespace);
+                *counts[i].entry(value.to_string()).or_insert(0) += n;
+                mine.push(value.to_string());
+            }
+            domains.insert(id, mine);
+        }
+        Counts {
+            namespace: pod.namespace.clone(),
+            selectors: hard.iter().map(|c| c.label_selector.clone()).collect(),
+            counts,
+            domains,
         }
     }
 
@@ -174,22 +268,35 @@ impl SchedulerPlugin for PodTopologySpread {
         match self.nodes.get_mut(id) {
             // A replaced node keeps the pods assumed on it.
             Ok(n) => {
+                let same = n.name == node.name
+                    && n.labels.len() == node.labels.len()
+                    && n.labels
+                        .iter()
+                        .zip(&node.labels)
+                        .all(|(a, b)| a.key == b.key && a.value == b.value);
+                if !same {
+                    self.cache.clear();
+                }
                 n.name = node.name;
                 n.labels = node.labels;
             }
-            Err(_) => self.nodes.insert(
-                id,
-                NodeInfo {
-                    name: node.name,
-                    labels: node.labels,
-                    pods: Vec::new(),
-                },
-            ),
+            Err(_) => {
+                self.cache.clear();
+                self.nodes.insert(
+                    id,
+                    NodeInfo {
+                        name: node.name,
+                        labels: node.labels,
+                        pods: Vec::new(),
+                    },
+                )
+            }
         }
         Ok(())
     }
 
     fn remove_node(&mut self, id: NodeId) {
+        self.cache.clear();
         if let Some(n) = self.nodes.remove(id) {
             for p in &n.pods {
                 self.pod_nodes.remove(&p.uid);
@@ -201,6 +308,9 @@ impl SchedulerPlugin for PodTopologySpread {
         self.nodes.get(node)?;
         self.forget(&pod.uid);
         self.pod_nodes.insert(pod.uid.clone(), node);
+        for c in self.cache.values_mut() {
+            c.apply(node, &pod.namespace, &pod.labels, 1);
+        }
         self.nodes.get_mut(node)?.pods.push(Placed {
             uid: pod.uid,
             namespace: pod.namespace,
@@ -234,12 +344,19 @@ impl SchedulerPlugin for PodTopologySpread {
             }
             return Ok(v.finish());
         }
-        let mut counts: Vec<HashMap<&str, i64>> = vec![HashMap::new(); hard.len()];
-        self.count_domains(pod, &hard, &mut counts, false);
+        let key = cache_key(pod, &hard);
+        if !self.cache.contains_key(&key) {
+            if self.cache.len() >= CACHE_ENTRIES {
+                self.cache.clear();
+            }
+            let built = self.build_counts(pod, &hard);
+            self.cache.insert(key.clone(), built);
+        }
+        let counts = &self.cache[&key].counts;
         // (global minimum, 1 if the pod matches its own selector) per constraint.
         let prepared: Vec<(i64, i64)> = hard
             .iter()
-            .zip(&counts)
+            .zip(counts)
             .map(|(c, m)| {
                 let min_domains = c.min_domains.unwrap_or(1) as usize;
                 let min = if m.len() < min_domains {
@@ -323,7 +440,11 @@ impl SchedulerPlugin for PodTopologySpread {
                 ((size + 2) as f64).ln()
             })
             .collect();
-        self.count_domains(pod, &soft, &mut counts, true);
+        // Hostname constraints count each node's own pods below; only
+        // other keys need the pass over every node.
+        if soft.iter().any(|c| c.topology_key != HOSTNAME) {
+            self.count_domains(pod, &soft, &mut counts, true);
+        }
         let mut raw = Vec::with_capacity(candidates.len());
         for (k, &id) in candidates.iter().enumerate() {
             if ignored[k] {
@@ -365,3 +486,150 @@ impl SchedulerPlugin for PodTopologySpread {
 }
 
 trellis_sdk::export_scheduler!(PodTopologySpread);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(k: &str, v: &str) -> Label {
+        Label {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    fn node(i: u32) -> Node {
+        Node {
+            name: format!("n{i}"),
+            labels: vec![
+                label("zone", &format!("z{}", i % 3)),
+                label(HOSTNAME, &format!("n{i}")),
+            ],
+            taints: vec![],
+            allocatable: zero_resources(),
+            unschedulable: false,
+            images: vec![],
+        }
+    }
+
+    fn placed(uid: &str, app: &str, ns: &str) -> PlacedPod {
+        PlacedPod {
+            uid: uid.into(),
+            namespace: ns.into(),
+            labels: vec![label("app", app)],
+            requests: zero_resources(),
+            host_ports: vec![],
+            required_anti_affinity: vec![],
+            required_affinity: vec![],
+        }
+    }
+
+    fn spread(app: &str, key: &str) -> Pod {
+        Pod {
+            name: "p".into(),
+            namespace: "default".into(),
+            uid: "p".into(),
+            labels: vec![label("app", app)],
+            namespace_labels: vec![],
+            node_name: None,
+            node_selector: vec![],
+            node_affinity: None,
+            pod_affinity: None,
+            pod_anti_affinity: None,
+            tolerations: vec![],
+            topology_spread_constraints: vec![TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: key.into(),
+                when_unsatisfiable: UnsatisfiableAction::DoNotSchedule,
+                label_selector: Some(LabelSelector {
+                    match_labels: vec![label("app", app)],
+                    match_expressions: vec![],
+                }),
+                min_domains: None,
+            }],
+            containers: vec![],
+            init_containers: vec![],
+            overhead: zero_resources(),
+            priority: 0,
+        }
+    }
+
+    /// The verdicts of `p` equal those of a fresh instance fed the same
+    /// nodes and pods (which counts from scratch).
+    fn same_as_fresh(p: &mut PodTopologySpread, pods: &[(NodeId, PlacedPod)], nodes: &[NodeId]) {
+        let mut fresh = PodTopologySpread::default();
+        for &id in nodes {
+            fresh
+                .upsert_node(
+                    id,
+                    Node {
+                        name: p.nodes.get(id).unwrap().name.clone(),
+                        labels: p.nodes.get(id).unwrap().labels.clone(),
+                        ..node(id)
+                    },
+                )
+                .unwrap();
+        }
+        for (id, pod) in pods {
+            fresh.assume_pod(*id, pod.clone()).unwrap();
+        }
+        for q in [
+            spread("web", "zone"),
+            spread("web", HOSTNAME),
+            spread("db", "zone"),
+        ] {
+            let a = p.filter(&q, nodes, 0).unwrap();
+            let b = fresh.filter(&q, nodes, 0).unwrap();
+            assert_eq!(a.feasible, b.feasible, "feasible for {:?}", q.labels);
+            assert_eq!(a.rejected.len(), b.rejected.len());
+        }
+    }
+
+    #[test]
+    fn cached_counts_follow_every_change() {
+        let mut p = PodTopologySpread::default();
+        let mut nodes: Vec<NodeId> = (0..6).collect();
+        for &id in &nodes {
+            p.upsert_node(id, node(id)).unwrap();
+        }
+        let mut pods: Vec<(NodeId, PlacedPod)> = Vec::new();
+        same_as_fresh(&mut p, &pods, &nodes);
+        // Pods arrive (counted into the cache built above).
+        for (i, (id, app, ns)) in [
+            (0, "web", "default"),
+            (0, "web", "default"),
+            (3, "web", "default"),
+            (1, "db", "default"),
+            (2, "web", "other"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let pod = placed(&format!("u{i}"), app, ns);
+            p.assume_pod(id, pod.clone()).unwrap();
+            pods.push((id, pod));
+            same_as_fresh(&mut p, &pods, &nodes);
+        }
+        assert_eq!(p.cache.len(), 3, "one entry per distinct constraint set");
+        // A pod moves (same uid), one leaves.
+        let moved = placed("u0", "web", "default");
+        p.assume_pod(4, moved.clone()).unwrap();
+        pods[0] = (4, moved);
+        p.forget_pod(0, "u1");
+        pods.remove(1);
+        same_as_fresh(&mut p, &pods, &nodes);
+        // A heartbeat with the same labels keeps the cache; a relabel drops it.
+        p.upsert_node(5, node(5)).unwrap();
+        assert_eq!(p.cache.len(), 3);
+        let mut relabelled = node(5);
+        relabelled.labels[0] = label("zone", "z0");
+        p.upsert_node(5, relabelled).unwrap();
+        assert!(p.cache.is_empty());
+        same_as_fresh(&mut p, &pods, &nodes);
+        // A node leaves with its pods.
+        p.remove_node(3);
+        pods.retain(|(id, _)| *id != 3);
+        nodes.retain(|id| *id != 3);
+        same_as_fresh(&mut p, &pods, &nodes);
+    }
+}

@@ -17,6 +17,23 @@ pub fn cache_dir() -> PathBuf {
     repo_root().join("build/cache")
 }
 
+/// The fixture files of the default scheduler plugin `crate_name`
+/// (`plugins/scheduler/<crate_name>/fixtures/*.yaml`), sorted; never empty.
+pub fn scheduler_fixtures(crate_name: &str) -> Vec<PathBuf> {
+    let dir = repo_root()
+        .join("plugins/scheduler")
+        .join(crate_name)
+        .join("fixtures");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+    files
+}
+
 /// An engine whose artifact cache persists across test runs.
 pub fn engine() -> PluginEngine {
     PluginEngine::new(EngineConfig {

@@ -2,8 +2,6 @@
 //! TaintToleration, NodeAffinity, ImageLocality): every fixture in each
 //! plugin's `fixtures/` folder runs through the built Wasm component.
 
-use std::path::PathBuf;
-
 use trellis_testkit::{run_scheduler_fixture, Fixture};
 use trellis_tests::*;
 
@@ -12,17 +10,7 @@ use trellis_tests::*;
 fn run_all(crate_name: &str, info_name: &str) {
     let engine = engine();
     let wasm = read_plugin(crate_name);
-    let dir = repo_root()
-        .join("plugins/scheduler")
-        .join(crate_name)
-        .join("fixtures");
-    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    fixtures.sort();
-    assert!(!fixtures.is_empty(), "no fixtures in {}", dir.display());
+    let fixtures = scheduler_fixtures(crate_name);
     let mut checks = 0;
     for path in &fixtures {
         let fixture = Fixture::load(path).unwrap_or_else(|e| panic!("{e}"));

@@ -3,33 +3,16 @@
 //! their folders (`plugins/scheduler/<name>/fixtures/*.yaml`), plus the
 //! configurations each must refuse.
 
-use std::path::PathBuf;
-
 use serde_json::json;
 use trellis_testkit::{run_scheduler_fixture, Fixture};
 use trellis_tests::*;
-
-/// Fixture files of one plugin, sorted.
-fn fixtures(plugin: &str) -> Vec<PathBuf> {
-    let dir = repo_root()
-        .join("plugins/scheduler")
-        .join(plugin)
-        .join("fixtures");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
 
 /// Run every fixture of `plugin` through its built component; returns the
 /// number of cases run.
 fn run_all(plugin: &str) -> usize {
     let engine = engine();
     let wasm = read_plugin(plugin);
-    let files = fixtures(plugin);
+    let files = scheduler_fixtures(plugin);
     assert!(!files.is_empty(), "{plugin} has no fixtures");
     let mut cases = 0;
     for path in &files {

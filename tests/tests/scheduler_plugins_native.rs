@@ -30,20 +30,6 @@ fn answer<T: std::fmt::Debug>(r: &Result<T, CallError>) -> String {
     }
 }
 
-fn fixtures(crate_name: &str) -> Vec<PathBuf> {
-    let dir = repo_root()
-        .join("plugins/scheduler")
-        .join(crate_name)
-        .join("fixtures");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
 /// Both sides of one fixture, fed the same calls. `same` makes one call on
 /// each, asserts the answers are equal, and gives back the Wasm one if it
 /// succeeded.
@@ -204,7 +190,7 @@ fn every_default_plugin_answers_the_same_as_wasm_and_native() {
     let engine = engine();
     let mut summary = Vec::new();
     for p in DEFAULT_PLUGINS {
-        let files = fixtures(p.crate_name);
+        let files = scheduler_fixtures(p.crate_name);
         assert!(!files.is_empty(), "{} has no fixtures", p.crate_name);
         let compared: usize = files.iter().map(|f| compare_fixture(&engine, p, f)).sum();
         summary.push(format!(

@@ -45,7 +45,9 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 use trellis_plugin_host::admission::AdmissionPlugin;
 use trellis_plugin_host::wit::{KindRef, ObjectError};
-use trellis_plugin_host::{Budget, HostServices, ObjectSink, ObjectSource, PluginSource};
+use trellis_plugin_host::{
+    entry_budget, spec_version, Budget, HostServices, ObjectSink, ObjectSource, PluginSource,
+};
 
 use crate::auth::UserInfo;
 use crate::registry::{self, Kind};
@@ -579,16 +581,7 @@ fn build(
         let resolved = source
             .compile(obj, "admission")
             .map_err(|m| format!("{at}: {m}"))?;
-        let mut budget = Budget::default();
-        if let Some(d) = e["deadline"].as_str() {
-            budget.deadline =
-                trellis_types::duration::parse(d).map_err(|m| format!("{at}.deadline: {m}"))?;
-        }
-        if let Some(m) = e["memoryLimit"].as_str() {
-            budget.memory_bytes = trellis_types::quantity::parse_bytes(m)
-                .map_err(|err| format!("{at}.memoryLimit: {err}"))?
-                as usize;
-        }
+        let budget = entry_budget(e).map_err(|m| format!("{at}.{m}"))?;
         let spec = resolved
             .spec(e.get("config").filter(|c| !c.is_null()), budget)
             .services(services.clone());
@@ -638,14 +631,6 @@ fn combine(built: &BTreeMap<String, (String, Vec<Arc<Entry>>)>) -> Chain {
     let (mut m, v): (Vec<_>, Vec<_>) = all.partition(|e| e.mutating);
     m.extend(v);
     Chain { entries: m }
-}
-
-fn version_of(obj: &Value) -> String {
-    format!(
-        "{}/{}",
-        obj["metadata"]["uid"].as_str().unwrap_or(""),
-        obj["metadata"]["generation"].as_i64().unwrap_or(0)
-    )
 }
 
 /// Keep the chain in step with the objects until the server stops.
@@ -703,7 +688,7 @@ pub(crate) async fn watch_chains(
                         .as_str()
                         .unwrap_or_default()
                         .to_string();
-                    if checked.get(&pname) == Some(&version_of(p)) {
+                    if checked.get(&pname) == Some(&spec_version(p)) {
                         continue;
                     }
                     let (source, services, p2) = (source.clone(), services.clone(), p.clone());
@@ -713,7 +698,7 @@ pub(crate) async fn watch_chains(
                     {
                         set_status(&objects, plugin_kind, p, status).await;
                     }
-                    checked.insert(pname, version_of(p));
+                    checked.insert(pname, spec_version(p));
                 }
                 checked.retain(|n, _| plugins.contains_key(n));
                 let mut changed = false;
@@ -737,11 +722,11 @@ pub(crate) async fn watch_chains(
                 }
                 tried.retain(|n, _| names.contains(n));
                 for (c, name) in chains.iter().zip(&names) {
-                    let mut fp = version_of(c);
+                    let mut fp = spec_version(c);
                     for e in c["spec"]["plugins"].as_array().into_iter().flatten() {
                         let n = e["name"].as_str().unwrap_or_default();
                         fp.push(';');
-                        fp.push_str(&plugins.get(n).map(version_of).unwrap_or_default());
+                        fp.push_str(&plugins.get(n).map(spec_version).unwrap_or_default());
                     }
                     if tried.get(name) == Some(&fp) {
                         continue;

@@ -141,3 +141,31 @@ impl Resolved {
             .grants(self.grants.clone())
     }
 }
+
+/// The budget a chain entry (`SchedulerProfile` or `AdmissionChain`
+/// `spec.plugins[i]`) sets: `deadline` (Go duration) and `memoryLimit`
+/// (quantity), each defaulting to [`crate::Budget::default`]. An error names
+/// the field, for the caller to prefix with the entry's path.
+pub fn entry_budget(entry: &Value) -> Result<crate::Budget, String> {
+    let mut budget = crate::Budget::default();
+    if let Some(d) = entry["deadline"].as_str() {
+        budget.deadline =
+            trellis_types::duration::parse(d).map_err(|m| format!("deadline: {m}"))?;
+    }
+    if let Some(m) = entry["memoryLimit"].as_str() {
+        budget.memory_bytes = trellis_types::quantity::parse_bytes(m)
+            .map_err(|err| format!("memoryLimit: {err}"))? as usize;
+    }
+    Ok(budget)
+}
+
+/// What an object's spec is: its uid and generation, so that a runtime
+/// reloads a plugin or a chain only when its spec changed (status writes do
+/// not bump the generation).
+pub fn spec_version(obj: &Value) -> String {
+    format!(
+        "{}/{}",
+        obj["metadata"]["uid"].as_str().unwrap_or(""),
+        obj["metadata"]["generation"].as_i64().unwrap_or(0)
+    )
+}

@@ -39,7 +39,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use trellis_client::{Client, ClientError, ListParams, Patch, Resource};
 use trellis_plugin_host::scheduler::SchedulerPlugin;
-use trellis_plugin_host::{Budget, PluginSource};
+use trellis_plugin_host::{entry_budget, spec_version, Budget, PluginSource};
 
 use crate::chain::{Entry, FailurePolicy, Profile, WasmPlugin};
 use crate::ProfileUpdate;
@@ -49,15 +49,6 @@ fn plugins_res() -> Resource {
 }
 fn profiles_res() -> Resource {
     Resource::new("trellis.dev", "v1alpha1", "schedulerprofiles", false)
-}
-
-/// Identity of an object's spec: uid and generation.
-fn version_of(obj: &Value) -> String {
-    format!(
-        "{}/{}",
-        obj["metadata"]["uid"].as_str().unwrap_or(""),
-        obj["metadata"]["generation"].as_i64().unwrap_or(0)
-    )
 }
 
 /// One profile entry as written in the object.
@@ -77,16 +68,7 @@ fn entry_spec(i: usize, e: &Value) -> Result<EntrySpec, String> {
         .filter(|n| !n.is_empty())
         .ok_or(format!("{at}.name: Required value"))?
         .to_string();
-    let mut budget = Budget::default();
-    if let Some(d) = e["deadline"].as_str() {
-        budget.deadline =
-            trellis_types::duration::parse(d).map_err(|m| format!("{at}.deadline: {m}"))?;
-    }
-    if let Some(m) = e["memoryLimit"].as_str() {
-        budget.memory_bytes = trellis_types::quantity::parse_bytes(m)
-            .map_err(|err| format!("{at}.memoryLimit: {err}"))?
-            as usize;
-    }
+    let budget = entry_budget(e).map_err(|m| format!("{at}.{m}"))?;
     let failure = match e["failurePolicy"].as_str().unwrap_or("Fail") {
         "Fail" => FailurePolicy::Fail,
         "Ignore" => FailurePolicy::Ignore,
@@ -192,11 +174,11 @@ struct Watcher {
 
 impl Watcher {
     fn fingerprint(&self, profile: &Value) -> String {
-        let mut f = version_of(profile);
+        let mut f = spec_version(profile);
         for e in profile["spec"]["plugins"].as_array().into_iter().flatten() {
             let n = e["name"].as_str().unwrap_or_default();
             f.push(';');
-            f.push_str(&self.plugins.get(n).map(version_of).unwrap_or_default());
+            f.push_str(&self.plugins.get(n).map(spec_version).unwrap_or_default());
         }
         f
     }
@@ -210,7 +192,7 @@ impl Watcher {
             .filter(|p| p["spec"]["role"] == "scheduler")
             .filter(|p| {
                 let name = p["metadata"]["name"].as_str().unwrap_or_default();
-                self.checked.get(name) != Some(&version_of(p))
+                self.checked.get(name) != Some(&spec_version(p))
             })
             .cloned()
             .collect();
@@ -250,7 +232,7 @@ impl Watcher {
                 Err(m) => json!({"conditions": condition(false, "LoadFailed", &m)}),
             };
             set_status(&self.client, &plugins_res(), &p, status).await;
-            self.checked.insert(name, version_of(&p));
+            self.checked.insert(name, spec_version(&p));
         }
         // Profiles.
         let names: Vec<String> = self.profiles.keys().cloned().collect();
@@ -327,32 +309,22 @@ async fn list_watch(client: &Client, w: &mut Watcher) -> Result<(), ClientError>
     let all = ListParams::default();
     let pl = client.list(&plugins_res(), "", &all).await?;
     let pr = client.list(&profiles_res(), "", &all).await?;
-    w.plugins = pl
-        .items()
-        .iter()
-        .map(|o| {
-            (
-                o["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                o.clone(),
-            )
-        })
-        .collect();
-    w.profiles = pr
-        .items()
-        .iter()
-        .map(|o| {
-            (
-                o["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                o.clone(),
-            )
-        })
-        .collect();
+    let by_name = |items: &[Value]| -> BTreeMap<String, Value> {
+        items
+            .iter()
+            .map(|o| {
+                (
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    o.clone(),
+                )
+            })
+            .collect()
+    };
+    w.plugins = by_name(pl.items());
+    w.profiles = by_name(pr.items());
     if w.reconcile().await.is_err() {
         return Ok(());
     }

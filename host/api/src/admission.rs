@@ -520,7 +520,7 @@ impl Admission {
             Err(Verdict::Failed { plugin, message }) => {
                 Metrics::bump(&self.metrics.failed, &plugin);
                 Err(ApiError::internal(format!(
-                    "Internal error occurred: failed calling admission plugin \"{plugin}\": {message}"
+                    "failed calling admission plugin \"{plugin}\": {message}"
                 )))
             }
         }

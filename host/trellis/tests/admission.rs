@@ -167,12 +167,10 @@ fn limit_range_defaults_and_refuses_like_upstream() {
     );
 }
 
-#[test]
-fn resource_quota_holds_under_concurrent_creates() {
-    let dir = trellis_testkit::plugin_dir();
-    let c = Cluster::start(&["up", "--plugin-dir", dir.to_str().unwrap()], None);
+/// 20 concurrent creates against `pods: 5` in namespace `q`: exactly 5 in.
+fn quota_race(c: &Cluster) {
     c.eventually("the default chain is active", PATIENCE, || {
-        chain_ready(&c, "default")
+        chain_ready(c, "default")
     });
     c.ok(&["create", "namespace", "q"]);
     c.apply(
@@ -225,6 +223,21 @@ fn resource_quota_holds_under_concurrent_creates() {
         ]),
         "5"
     );
+}
+
+#[test]
+fn resource_quota_holds_on_etcd() {
+    let dir = trellis_testkit::plugin_dir();
+    if let Some(c) = Cluster::on_etcd_with(&["--plugin-dir", dir.to_str().unwrap()]) {
+        quota_race(&c);
+    }
+}
+
+#[test]
+fn resource_quota_holds_under_concurrent_creates() {
+    let dir = trellis_testkit::plugin_dir();
+    let c = Cluster::start(&["up", "--plugin-dir", dir.to_str().unwrap()], None);
+    quota_race(&c);
     // Deleting pods frees their share once the quota controller recomputes.
     // (Which five were admitted is up to the race, so take any two.)
     let admitted: Vec<String> = c

@@ -144,10 +144,10 @@ fn default_admission() -> (Vec<serde_json::Value>, serde_json::Value) {
         "apiVersion": "trellis.dev/v1alpha1", "kind": "AdmissionChain",
         "metadata": {"name": "default"},
         "spec": {"plugins": [
-            {"name": "limit-range", "type": "Mutating", "failurePolicy": "Fail", "deadline": "50ms",
+            {"name": "limit-range", "type": "Mutating", "failurePolicy": "Fail", "deadline": "1s",
              "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
                         "resources": ["pods", "persistentvolumeclaims"]}]},
-            {"name": "resource-quota", "type": "Validating", "failurePolicy": "Fail", "deadline": "50ms",
+            {"name": "resource-quota", "type": "Validating", "failurePolicy": "Fail", "deadline": "1s",
              "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
                         "resources": ["*"]}]},
         ]},
@@ -223,14 +223,16 @@ async fn run_scheduler(
     }
 }
 
-/// Run the API server over `store` until Ctrl-C or SIGTERM.
+/// Run the API server over `store` until Ctrl-C or SIGTERM; with a plugin
+/// folder, with the admission chain too (and the default one created).
 pub async fn run(
     store: Arc<dyn Store>,
     data_dir: &Path,
     listen: SocketAddr,
     what: &str,
+    plugin_dir: Option<&Path>,
 ) -> anyhow::Result<()> {
-    run_with(store, data_dir, listen, what, None).await
+    run_with(store, data_dir, listen, what, plugin_dir, false).await
 }
 
 /// Run the API server and, given a plugin folder, the scheduler beside it,
@@ -241,6 +243,7 @@ pub async fn run_with(
     listen: SocketAddr,
     what: &str,
     plugin_dir: Option<&Path>,
+    with_scheduler: bool,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -294,7 +297,17 @@ pub async fn run_with(
     println!("  kubectl get namespaces");
     println!();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let scheduler = plugin_dir.map(|dir| {
+    if let (Some(dir), false) = (plugin_dir, with_scheduler) {
+        // Only the API server here: still create the default admission chain.
+        let client = trellis_client::Client::from_kubeconfig(&kubeconfig_path)?;
+        let dir = dir.to_path_buf();
+        tokio::spawn(async move {
+            if let Err(e) = bootstrap_admission(&client, &dir).await {
+                eprintln!("trellis: cannot create the default admission chain: {e:#}");
+            }
+        });
+    }
+    let scheduler = plugin_dir.filter(|_| with_scheduler).map(|dir| {
         let task = run_scheduler(
             kubeconfig_path.clone(),
             dir.to_path_buf(),

@@ -1,5 +1,6 @@
-//! `trellis server --store etcd://HOST:PORT[,...] --data-dir DIR --listen ADDR:PORT`:
-//! the API server on etcd (or on the embedded store with `--store embedded`).
+//! `trellis server --store etcd://HOST:PORT[,...] --data-dir DIR --listen ADDR:PORT
+//! [--plugin-dir DIR]`: the API server on etcd (or on the embedded store with
+//! `--store embedded`), with the admission chain when given built plugins.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +22,10 @@ pub struct Args {
     /// Address of the API server (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Built plugin components: run admission chains (`source.builtin`
+    /// names a component here) and create the default chain if absent.
+    #[arg(long)]
+    plugin_dir: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -48,7 +53,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 args.store
             );
         };
-        super::cluster::run(store, &args.data_dir, args.listen, "API server").await
+        super::cluster::run(
+            store,
+            &args.data_dir,
+            args.listen,
+            "API server",
+            args.plugin_dir.as_deref(),
+        )
+        .await
     })?;
     Ok(ExitCode::SUCCESS)
 }

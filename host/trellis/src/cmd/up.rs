@@ -41,6 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.listen,
             "cluster (embedded store)",
             Some(&plugins),
+            true,
         )
         .await
     })?;

@@ -57,12 +57,19 @@ impl Cluster {
     /// `trellis server` on a real etcd started for this test (None only when
     /// etcd is missing outside CI; under CI=true that is a failure).
     pub fn on_etcd() -> Option<Self> {
+        Self::on_etcd_with(&[])
+    }
+
+    /// `trellis server ARGS` on a real etcd started for this test.
+    pub fn on_etcd_with(args: &[&str]) -> Option<Self> {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let etcd = rt.block_on(trellis_store::testing::EtcdServer::start_or_skip(
             "API suite on etcd",
         ))?;
         let store = format!("etcd://{}", etcd.endpoint().trim_start_matches("http://"));
-        let mut c = Self::start(&["server", "--store", &store], None);
+        let mut all = vec!["server", "--store", &store];
+        all.extend_from_slice(args);
+        let mut c = Self::start(&all, None);
         c.keep = Some(Box::new((etcd, rt)));
         Some(c)
     }

@@ -174,6 +174,8 @@ pub struct Scheduler {
     bound_rx: mpsc::UnboundedReceiver<Bound>,
     /// When each queued pod left the queue, for the attempt latency.
     started: HashMap<String, Instant>,
+    /// Pods naming a profile that does not exist, by key.
+    orphans: HashMap<String, Value>,
 }
 
 fn nodes() -> Resource {
@@ -229,6 +231,7 @@ impl Scheduler {
             bound_tx,
             bound_rx,
             started: HashMap::new(),
+            orphans: HashMap::new(),
         }
     }
 
@@ -332,11 +335,13 @@ impl Scheduler {
         if gone {
             self.forget(&uid);
             self.queue.remove(&key);
+            self.orphans.remove(&key);
             return;
         }
         match node {
             Some(n) => {
                 self.queue.remove(&key);
+                self.orphans.remove(&key);
                 let Some(id) = self.cache.node_ids.get(n).copied() else {
                     return;
                 };
@@ -386,6 +391,22 @@ impl Scheduler {
                     profile.assume_pod(*id, placed);
                 }
                 tracing::info!(profile = %profile.name, plugins = profile.entries.len(), "profile installed");
+                let waiting: Vec<String> = self
+                    .orphans
+                    .iter()
+                    .filter(|(_, p)| {
+                        p["spec"]["schedulerName"]
+                            .as_str()
+                            .unwrap_or("default-scheduler")
+                            == profile.name
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in waiting {
+                    if let Some(p) = self.orphans.remove(&k) {
+                        self.queue.add(k, p);
+                    }
+                }
                 self.profiles.insert(profile.name.clone(), profile);
             }
             ProfileUpdate::Remove(name) => {
@@ -424,9 +445,10 @@ impl Scheduler {
             .unwrap_or("default-scheduler")
             .to_string();
         if !self.profiles.contains_key(&name) {
-            // No such profile (yet): wait for one, as upstream leaves pods
-            // for schedulers that do not exist alone.
-            self.queue.park(key, pod);
+            // No such profile (yet): set aside until one by that name is
+            // installed, as upstream leaves pods of other schedulers alone;
+            // cluster changes do not wake them.
+            self.orphans.insert(key, pod);
             return;
         }
         let converted = match self.convert_pod(&pod) {

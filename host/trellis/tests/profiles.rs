@@ -323,6 +323,17 @@ fn profiles_and_plugins_change_with_kubectl_while_scheduling_goes_on() {
         !node_of(&c, "default", "zoned").is_empty()
     });
     assert_eq!(zone_of(&node_of(&c, "default", "zoned")), "zone-1");
+    // A pod naming a profile that does not exist waits, and is scheduled
+    // once that profile is created.
+    c.apply(&pod("default", "early", "later"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(node_of(&c, "default", "early"), "");
+    c.apply(
+        "apiVersion: trellis.dev/v1alpha1\nkind: SchedulerProfile\nmetadata: {name: later}\nspec:\n  plugins: [{name: node-resources-fit}]\n",
+    );
+    c.eventually("early placed by the new profile", PATIENCE, || {
+        !node_of(&c, "default", "early").is_empty()
+    });
     let table = c.ok(&["get", "schedulerprofiles"]);
     assert!(
         table

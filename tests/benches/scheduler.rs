@@ -30,13 +30,30 @@
 //! - steady: (pods − 1) ÷ (first binding → last binding).
 //! - p50/p99: the scheduler's attempt latency per bound pod (leaving the
 //!   queue → binding acknowledged).
+//! - busy: the share of the wall time the scheduler's own task was running
+//!   (its loop: watches, cache, queue, plugin calls, explanations; not the
+//!   bindings it spawns nor the API server); loop/pod: that time per pod,
+//!   the serial part of the pipeline and the least noisy figure here (the
+//!   end-to-end ones move with the disk's fsync latency).
+//! - cpu: this process (API server + scheduler) and everything else on the
+//!   machine, in % of all cores: a run with much "rest" was disturbed.
+//!
+//! Each configuration runs `SCHED_BENCH_REPEAT` times (modes alternating);
+//! the ratios use the median run of each.
 //!
 //! Run: `cargo bench -p trellis-tests --bench scheduler` (after `cargo xtask
 //! plugins`). Environment: `SCHED_BENCH_PODS` (10000), `SCHED_BENCH_NODES`
-//! (`500,5000`), `SCHED_BENCH_MODES` (`wasm,native`), `SCHED_BENCH_RECORD=0`
-//! (no explanation annotations or events, as upstream writes no
-//! annotation), `SCHED_BENCH_BREAKDOWN=1` (also time every plugin call,
-//! which adds two clock reads per call).
+//! (`500,5000`), `SCHED_BENCH_MODES` (`wasm,native`), `SCHED_BENCH_REPEAT`
+//! (3), `SCHED_BENCH_RECORD=0` (no explanation annotations and events:
+//! upstream writes no annotation), `SCHED_BENCH_BREAKDOWN=1` (also time
+//! every plugin call, two clock reads each), `SCHED_BENCH_BINDINGS` (the
+//! scheduler's default, 32: bindings in flight). Diagnostics:
+//! `SCHED_BENCH_NODELAY=1` sets `TCP_NODELAY` on the API server's listening
+//! socket (accepted sockets inherit it; `trellis-api` does not set it),
+//! `SCHED_BENCH_OWN_THREAD=1` runs the scheduler on a current-thread runtime
+//! of its own instead of beside the API server,
+//! `SCHED_BENCH_PERF_CTL=FIFO` enables a `perf record -D -1 --control
+//! fifo:FIFO` only while scheduling.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -79,6 +96,8 @@ struct Settings {
     record: bool,
     breakdown: bool,
     repeat: usize,
+    bindings: usize,
+    own_thread: bool,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -111,7 +130,14 @@ fn settings() -> Settings {
             .collect(),
         record: env_or("SCHED_BENCH_RECORD", "1") != "0",
         breakdown: env_or("SCHED_BENCH_BREAKDOWN", "0") != "0",
-        repeat: env_or("SCHED_BENCH_REPEAT", "1")
+        bindings: env_or(
+            "SCHED_BENCH_BINDINGS",
+            &SchedulerConfig::default().parallel_bindings.to_string(),
+        )
+        .parse()
+        .expect("SCHED_BENCH_BINDINGS is a count"),
+        own_thread: env_or("SCHED_BENCH_OWN_THREAD", "0") != "0",
+        repeat: env_or("SCHED_BENCH_REPEAT", "3")
             .parse::<usize>()
             .expect("SCHED_BENCH_REPEAT is a count")
             .max(1),
@@ -121,8 +147,10 @@ fn settings() -> Settings {
 // ---------------------------------------------------------------------------
 // The cluster: an API server on a fresh store, and what runs against it.
 
-/// A fresh API server on an `EmbeddedStore` in a temp dir, served on a
-/// loopback port of `rt`. Dropping it stops the server, then removes the dir.
+/// A fresh API server on an `EmbeddedStore` in a temp dir, served over TLS
+/// on a loopback port by a task of the current runtime. Dropping it stops
+/// the server, then removes the dir (the runtime's drop ends the task if a
+/// panic skipped `shutdown`).
 struct ApiServer {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -189,7 +217,6 @@ impl ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        // On a panic: the runtime's drop ends the task; this only asks first.
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -207,72 +234,73 @@ const ZONES: u32 = 5;
 const ZONE: &str = "topology.kubernetes.io/zone";
 const HOSTNAME: &str = "kubernetes.io/hostname";
 
-/// Node groups: (prefix, share in percent, labels, taints).
-fn node_groups() -> Vec<(
-    &'static str,
-    usize,
-    Vec<(&'static str, &'static str)>,
-    Vec<&'static str>,
-)> {
-    vec![
-        (
-            "ssd",
-            45,
-            vec![
-                ("disktype", "ssd"),
-                ("node.kubernetes.io/instance-type", "m5.8xlarge"),
-            ],
-            vec![],
-        ),
-        (
-            "hdd",
-            45,
-            vec![
-                ("disktype", "hdd"),
-                ("node.kubernetes.io/instance-type", "c5.9xlarge"),
-            ],
-            vec![],
-        ),
-        (
-            "infra",
-            5,
-            vec![("disktype", "ssd"), ("node-role", "infra")],
-            vec!["dedicated=infra:NoSchedule"],
-        ),
-        (
-            "spot",
-            5,
-            vec![("disktype", "hdd"), ("lifecycle", "spot")],
-            vec!["spot=true:PreferNoSchedule"],
-        ),
-    ]
+/// A kind of simulated node: its name prefix, its share of the nodes in
+/// percent, its extra labels and its taints.
+struct NodeGroup {
+    prefix: &'static str,
+    share: usize,
+    labels: &'static [(&'static str, &'static str)],
+    taints: &'static [&'static str],
 }
+
+const NODE_GROUPS: &[NodeGroup] = &[
+    NodeGroup {
+        prefix: "ssd",
+        share: 45,
+        labels: &[
+            ("disktype", "ssd"),
+            ("node.kubernetes.io/instance-type", "m5.8xlarge"),
+        ],
+        taints: &[],
+    },
+    NodeGroup {
+        prefix: "hdd",
+        share: 45,
+        labels: &[
+            ("disktype", "hdd"),
+            ("node.kubernetes.io/instance-type", "c5.9xlarge"),
+        ],
+        taints: &[],
+    },
+    NodeGroup {
+        prefix: "infra",
+        share: 5,
+        labels: &[("disktype", "ssd"), ("node-role", "infra")],
+        taints: &["dedicated=infra:NoSchedule"],
+    },
+    NodeGroup {
+        prefix: "spot",
+        share: 5,
+        labels: &[("disktype", "hdd"), ("lifecycle", "spot")],
+        taints: &["spot=true:PreferNoSchedule"],
+    },
+];
 
 /// Register `n` simulated nodes, in chunks registered concurrently.
 async fn register_nodes(client: &Client, n: usize) {
     const CHUNK: usize = 250;
-    let groups = node_groups();
     let mut left = n;
     let mut tasks = tokio::task::JoinSet::new();
-    for (g, (prefix, share, labels, taints)) in groups.iter().enumerate() {
-        let count = if g + 1 == groups.len() {
+    for (g, group) in NODE_GROUPS.iter().enumerate() {
+        let count = if g + 1 == NODE_GROUPS.len() {
             left
         } else {
-            (n * share / 100).min(left)
+            (n * group.share / 100).min(left)
         };
         left -= count;
         for (c, start) in (0..count).step_by(CHUNK).enumerate() {
             let template = NodeTemplate {
-                prefix: format!("{prefix}{c:02}"),
+                prefix: format!("{}{c:02}", group.prefix),
                 cpu: "32".into(),
                 memory: "256Gi".into(),
                 pods: 110,
                 zones: ZONES,
-                labels: labels
+                labels: group
+                    .labels
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
-                taints: taints.iter().map(|t| t.to_string()).collect(),
+                taints: group.taints.iter().map(|t| t.to_string()).collect(),
             };
             let client = client.clone();
             let count = CHUNK.min(count - start);
@@ -404,7 +432,7 @@ struct CallTimes {
 /// A chain plugin whose calls are timed (only with `SCHED_BENCH_BREAKDOWN=1`).
 struct Timed {
     inner: Box<dyn ChainPlugin>,
-    times: Arc<Mutex<BTreeMap<String, CallTimes>>>,
+    times: Times,
     name: String,
 }
 
@@ -632,6 +660,7 @@ async fn run_one(engine: &PluginEngine, s: &Settings, nodes: usize, mode: Mode) 
     let mut scheduler = Scheduler::new(client.clone())
         .config(SchedulerConfig {
             record: s.record,
+            parallel_bindings: s.bindings,
             ..SchedulerConfig::default()
         })
         .profile(profile);
@@ -642,7 +671,7 @@ async fn run_one(engine: &PluginEngine, s: &Settings, nodes: usize, mode: Mode) 
     let opens = tcp_active_opens();
     let start = Instant::now();
     let busy = Arc::new(Mutex::new(Duration::ZERO));
-    let running = tokio::spawn(Busy {
+    let run = Busy {
         inner: Box::pin(async move {
             scheduler
                 .run(async move {
@@ -651,7 +680,22 @@ async fn run_one(engine: &PluginEngine, s: &Settings, nodes: usize, mode: Mode) 
                 .await
         }),
         busy: busy.clone(),
-    });
+    };
+    let (done_tx, mut finished) = tokio::sync::oneshot::channel();
+    if s.own_thread {
+        // The scheduler (and the bindings it spawns) on a thread of its own.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("scheduler runtime");
+            let _ = done_tx.send(rt.block_on(run));
+        });
+    } else {
+        tokio::spawn(async move {
+            let _ = done_tx.send(run.await);
+        });
+    }
     let mut first = None;
     loop {
         let done = metrics.scheduled() as usize;
@@ -661,11 +705,9 @@ async fn run_one(engine: &PluginEngine, s: &Settings, nodes: usize, mode: Mode) 
         if done >= s.pods {
             break;
         }
-        if running.is_finished() {
-            panic!(
-                "the scheduler stopped after {done} pods: {:?}",
-                running.await
-            );
+        match finished.try_recv() {
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            stopped => panic!("the scheduler stopped after {done} pods: {stopped:?}"),
         }
         assert!(
             start.elapsed() < PATIENCE,
@@ -684,21 +726,12 @@ async fn run_one(engine: &PluginEngine, s: &Settings, nodes: usize, mode: Mode) 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = Cpu::now().share_since(cpu, total, cores);
     let _ = stop.send(());
-    running
+    finished
         .await
-        .expect("scheduler task")
+        .expect("the scheduler task ended")
         .expect("scheduler ran");
 
     let mut lat = metrics.attempt_latencies();
-    if std::env::var("SCHED_BENCH_DEBUG").is_ok() {
-        let slow: Vec<(usize, u128)> = lat
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.as_millis() > 20)
-            .map(|(i, d)| (i, d.as_millis()))
-            .collect();
-        eprintln!("slow: {} {:?}", slow.len(), &slow[..slow.len().min(400)]);
-    }
     lat.sort();
     let (violations, placements) = check_placements(&client, s.pods).await;
     api.shutdown().await;
@@ -828,9 +861,10 @@ fn main() {
         cores
     );
     println!(
-        "   API server in-process over HTTPS on an embedded store (fsync on), record={}, parallel bindings {}, {} run(s) each",
+        "   API server in-process over HTTPS on an embedded store (fsync on), scheduler {}, record={}, parallel bindings {}, {} run(s) each",
+        if s.own_thread { "on its own thread" } else { "on the same runtime" },
         if s.record { "on" } else { "off" },
-        SchedulerConfig::default().parallel_bindings,
+        s.bindings,
         s.repeat
     );
     let mut runs: Vec<Run> = Vec::new();
@@ -859,7 +893,7 @@ fn main() {
 
     println!();
     println!(
-        "{:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9}  {}",
+        "{:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9}  checks",
         "nodes",
         "mode",
         "pods/s",
@@ -868,8 +902,8 @@ fn main() {
         "p50",
         "p99",
         "busy",
-        "cpu us/rest",
-        "checks"
+        "loop/pod",
+        "cpu us/rest"
     );
     for r in &runs {
         let mut checks = r.violations.clone();
@@ -880,7 +914,7 @@ fn main() {
             checks.push(format!("{} errors", r.errors));
         }
         println!(
-            "{:>6} {:>7} {:>8.0} {:>8.0} {:>6.0}ms {:>6.2}ms {:>6.2}ms {:>5.0}% {:>5.0}%/{:>3.0}%  {}",
+            "{:>6} {:>7} {:>8.0} {:>8.0} {:>6.0}ms {:>6.2}ms {:>6.2}ms {:>5.0}% {:>7.0}µs {:>5.0}%/{:>3.0}%  {}",
             r.nodes,
             r.mode.name(),
             per_sec(r.pods, r.total),
@@ -889,6 +923,7 @@ fn main() {
             ms(r.p50),
             ms(r.p99),
             100.0 * r.loop_busy.as_secs_f64() / r.total.as_secs_f64(),
+            r.loop_busy.as_secs_f64() * 1e6 / r.pods as f64,
             r.cpu.0,
             r.cpu.1,
             if checks.is_empty() {
@@ -902,7 +937,7 @@ fn main() {
         "   pods/s: pods / (scheduler start -> last binding); steady/s: from the first binding; startup: to the first binding;"
     );
     println!(
-        "   p50/p99: attempt latency (queue -> binding acknowledged); busy: share of the wall time the scheduler loop ran;"
+        "   p50/p99: attempt latency (queue -> binding acknowledged); busy: share of the wall time the scheduler loop ran; loop/pod: its time per pod;"
     );
     println!(
         "   cpu: this process / everything else, % of {cores} cores (rest > 10 % = a disturbed run); checks: placements obey the constraints (digest)"
@@ -926,8 +961,17 @@ fn main() {
                 .iter()
                 .filter(|r| r.nodes == n)
                 .all(|r| r.placements == w.placements);
+            let loop_per_pod = |m: Mode| {
+                let mut v: Vec<f64> = runs
+                    .iter()
+                    .filter(|r| r.nodes == n && r.mode == m)
+                    .map(|r| r.loop_busy.as_secs_f64() / r.pods as f64)
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
             println!(
-                "{:>6} nodes: wasm {:>5.0} pods/s, native {:>5.0} pods/s: {:.2}x  (steady {:.2}x, p50 {:.2}x, p99 {:.2}x)  same placements: {}",
+                "{:>6} nodes: wasm {:>5.0} pods/s, native {:>5.0} pods/s: {:.2}x  (steady {:.2}x, p50 {:.2}x, p99 {:.2}x, scheduler loop per pod {:.2}x)  same placements: {}",
                 n,
                 per_sec(w.pods, w.total),
                 per_sec(nv.pods, nv.total),
@@ -935,6 +979,7 @@ fn main() {
                 w.last_first.as_secs_f64() / nv.last_first.as_secs_f64(),
                 w.p50.as_secs_f64() / nv.p50.as_secs_f64(),
                 w.p99.as_secs_f64() / nv.p99.as_secs_f64(),
+                loop_per_pod(Mode::Wasm) / loop_per_pod(Mode::Native),
                 if same { "yes" } else { "NO" }
             );
         }

@@ -126,10 +126,10 @@ pub fn fault(e: trellis_sdk::PluginError) -> PluginFault {
 fn info_to_host(i: sdk::PluginInfo) -> host::PluginInfo {
     let mut phases = host::Phases::empty();
     if i.phases.contains(sdk::Phases::FILTER) {
-        phases = phases | host::Phases::FILTER;
+        phases |= host::Phases::FILTER;
     }
     if i.phases.contains(sdk::Phases::SCORE) {
-        phases = phases | host::Phases::SCORE;
+        phases |= host::Phases::SCORE;
     }
     host::PluginInfo {
         name: i.name,

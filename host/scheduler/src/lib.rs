@@ -475,19 +475,28 @@ impl Scheduler {
         match outcome {
             Outcome::Fits(id) => {
                 let node = names(id);
-                let text = why.render(&name, "Scheduled", &format!("assigned to {node}"), names);
+                // Rendered only when it is written.
+                let text = if self.config.record {
+                    why.render(&name, "Scheduled", &format!("assigned to {node}"), names)
+                } else {
+                    String::new()
+                };
                 self.assume(id, k8s::placed_pod(&converted));
                 self.started.insert(key.clone(), started);
                 self.bind(key, pod, id, node, text).await;
             }
             Outcome::Unschedulable(message) | Outcome::Error(message) => {
                 let error = why.has_failed();
-                let text = why.render(
-                    &name,
-                    if error { "Error" } else { "Unschedulable" },
-                    &message,
-                    names,
-                );
+                let text = if self.config.record {
+                    why.render(
+                        &name,
+                        if error { "Error" } else { "Unschedulable" },
+                        &message,
+                        names,
+                    )
+                } else {
+                    String::new()
+                };
                 if error {
                     Metrics::bump(&self.metrics.errors);
                 } else {

@@ -254,12 +254,9 @@ impl Profile {
         }
         let want = self.feasible_to_find(total);
         let start = self.next_start % total;
-        // Rotated order: examine from `start`, wrapping around.
-        let order: Vec<NodeId> = nodes[start..]
-            .iter()
-            .chain(&nodes[..start])
-            .copied()
-            .collect();
+        // Rotated order: the k-th node examined is `at(k)`, from `start`
+        // wrapping around.
+        let at = |k: usize| nodes[(start + k) % total];
         let mut feasible: Vec<NodeId> = Vec::new();
         let mut examined = 0;
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -274,7 +271,7 @@ impl Profile {
                 (need + need / 4).max(64)
             };
             let end = (examined + size).min(total);
-            let mut window: Vec<NodeId> = order[examined..end].to_vec();
+            let mut window: Vec<NodeId> = (examined..end).map(at).collect();
             let mut consumed = end - examined;
             for (i, e) in self.entries.iter_mut().enumerate() {
                 if !e.filters() || window.is_empty() {
@@ -293,9 +290,8 @@ impl Profile {
                             // The plugin stopped early, with enough feasible
                             // nodes: the next pod starts at the first node it
                             // did not examine.
-                            consumed = order[examined..end]
-                                .iter()
-                                .position(|n| n == first_unseen)
+                            consumed = (examined..end)
+                                .position(|k| at(k) == *first_unseen)
                                 .unwrap_or(consumed);
                         }
                         let note = FilterNote::from_result(&e.name, &r);

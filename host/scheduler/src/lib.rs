@@ -139,17 +139,12 @@ struct Cache {
     /// Bound or assumed pods: uid -> (node, what plugins know of it).
     bound: HashMap<String, (NodeId, PlacedPod)>,
     namespace_labels: HashMap<String, Vec<Label>>,
+    /// The ids of `nodes` that hold a node, in id order: every pod's
+    /// candidates, kept as nodes come and go rather than rebuilt per pod.
+    live: Vec<NodeId>,
 }
 
 impl Cache {
-    fn live_ids(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(id, n)| n.as_ref().map(|_| id as NodeId))
-            .collect()
-    }
-
     fn node_name(&self, id: NodeId) -> String {
         self.nodes
             .get(id as usize)
@@ -278,6 +273,8 @@ impl Scheduler {
                     }
                 } as NodeId;
                 c.node_ids.insert(node.name.clone(), id);
+                let at = c.live.partition_point(|l| *l < id);
+                c.live.insert(at, id);
                 id
             }
         };
@@ -290,6 +287,7 @@ impl Scheduler {
     fn remove_node(&mut self, name: &str) {
         if let Some(id) = self.cache.node_ids.remove(name) {
             self.cache.nodes[id as usize] = None;
+            self.cache.live.retain(|l| *l != id);
             self.cache.bound.retain(|_, (n, _)| *n != id);
             for p in self.profiles.values_mut() {
                 p.remove_node(id);
@@ -459,10 +457,9 @@ impl Scheduler {
                 return;
             }
         };
-        let ids = self.cache.live_ids();
         let profile = self.profiles.get_mut(&name).expect("checked above");
         let mut why = Explanation::default();
-        let outcome = profile.decide(&converted, &ids, &mut why);
+        let outcome = profile.decide(&converted, &self.cache.live, &mut why);
         for (plugin, error) in why.skipped_plugins() {
             self.event(
                 &pod,

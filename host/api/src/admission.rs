@@ -46,7 +46,8 @@ use serde_json::{json, Value};
 use trellis_plugin_host::admission::AdmissionPlugin;
 use trellis_plugin_host::wit::{KindRef, ObjectError};
 use trellis_plugin_host::{
-    entry_budget, spec_version, Budget, HostServices, ObjectSink, ObjectSource, PluginSource,
+    entry_budget, spec_version, status_unchanged, Budget, HostServices, ObjectSink, ObjectSource,
+    PluginSource,
 };
 
 use crate::auth::UserInfo;
@@ -784,12 +785,7 @@ async fn set_ready(objects: &Objects, kind: &'static Kind, c: &Value, r: Result<
 async fn set_status(objects: &Objects, kind: &'static Kind, obj: &Value, mut status: Value) {
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
     status["observedGeneration"] = obj["metadata"]["generation"].clone();
-    let same = |s: &Value| {
-        s["observedGeneration"] == status["observedGeneration"]
-            && s["conditions"][0]["status"] == status["conditions"][0]["status"]
-            && s["conditions"][0]["message"] == status["conditions"][0]["message"]
-    };
-    if same(&obj["status"]) {
+    if status_unchanged(&obj["status"], &status) {
         return;
     }
     for _ in 0..3 {

@@ -40,7 +40,7 @@ pub use error::{CallError, FaultKind, LoadError, PluginFault};
 pub use grants::{Capability, Grants, KindGrant, CONTRACT_VERSION};
 pub use roles::PluginSpec;
 pub use slot::{PluginSlot, Versioned};
-pub use source::{entry_budget, spec_version, PluginSource, Resolved};
+pub use source::{entry_budget, spec_version, status_unchanged, PluginSource, Resolved};
 pub use state::{
     ContainerExec, ExecError, ExecOutput, HostServices, ObjectSink, ObjectSource, PodScope,
 };

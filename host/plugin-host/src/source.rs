@@ -169,3 +169,13 @@ pub fn spec_version(obj: &Value) -> String {
         obj["metadata"]["generation"].as_i64().unwrap_or(0)
     )
 }
+
+/// Whether an object's `status` already says what `new` would (same
+/// `observedGeneration`, same `Ready` status and message), so a runtime
+/// skips writing it: its own status writes come back through its watch, and
+/// rewriting an unchanged status (only the transition time new) would loop.
+pub fn status_unchanged(current: &Value, new: &Value) -> bool {
+    current["observedGeneration"] == new["observedGeneration"]
+        && current["conditions"][0]["status"] == new["conditions"][0]["status"]
+        && current["conditions"][0]["message"] == new["conditions"][0]["message"]
+}

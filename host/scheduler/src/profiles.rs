@@ -39,7 +39,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use trellis_client::{Client, ClientError, ListParams, Patch, Resource};
 use trellis_plugin_host::scheduler::SchedulerPlugin;
-use trellis_plugin_host::{entry_budget, spec_version, Budget, PluginSource};
+use trellis_plugin_host::{entry_budget, spec_version, status_unchanged, Budget, PluginSource};
 
 use crate::chain::{Entry, FailurePolicy, Profile, WasmPlugin};
 use crate::ProfileUpdate;
@@ -139,13 +139,8 @@ fn condition(ok: bool, reason: &str, message: &str) -> Value {
 /// Patch `status` unless it already says the same (our own status writes
 /// come back through the watch; comparing keeps that from looping).
 async fn set_status(client: &Client, res: &Resource, obj: &Value, mut status: Value) {
-    let same = |a: &Value, b: &Value| {
-        a["observedGeneration"] == b["observedGeneration"]
-            && a["conditions"][0]["status"] == b["conditions"][0]["status"]
-            && a["conditions"][0]["message"] == b["conditions"][0]["message"]
-    };
     status["observedGeneration"] = obj["metadata"]["generation"].clone();
-    if same(&obj["status"], &status) {
+    if status_unchanged(&obj["status"], &status) {
         return;
     }
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();

@@ -1,7 +1,8 @@
 //! Trellis' Kubernetes-compatible API server: discovery, OpenAPI, every served
 //! kind with Kubernetes' validation and defaulting, and the verbs kubectl and
 //! client libraries use (get, list, watch, create, update, patch, delete,
-//! deletecollection, status/scale/binding), over a [`trellis_store::Store`].
+//! deletecollection, status/scale/binding), pod logs and exec through the node
+//! agents, over a [`trellis_store::Store`].
 //! Authentication and authorization are separate layers ([`auth`]).
 //!
 //! ```no_run
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod discovery;
 mod error;
 mod handlers;
+mod node_proxy;
 pub mod http;
 pub mod openapi;
 pub mod patch;
@@ -35,6 +37,7 @@ pub mod table;
 mod util;
 pub mod validation;
 mod watch;
+mod websocket;
 
 pub use error::ApiError;
 pub use server::{ApiConfig, ApiServer, MAX_BODY_BYTES, SYSTEM_NAMESPACES};

@@ -41,6 +41,9 @@ pub struct ApiConfig {
     pub plugins: Option<trellis_plugin_host::PluginSource>,
     /// Append audit events (admission annotations) to this file.
     pub audit_log: Option<std::path::PathBuf>,
+    /// Bearer token sent to node agents for pod logs and exec (their
+    /// `trellis_agent::server::serve` token); None sends none.
+    pub node_agent_token: Option<String>,
 }
 
 impl ApiConfig {
@@ -51,7 +54,14 @@ impl ApiConfig {
             authorizer: Arc::new(AllowAuthenticated),
             plugins: None,
             audit_log: None,
+            node_agent_token: None,
         }
+    }
+
+    /// Send `token` to node agents (pod logs and exec).
+    pub fn node_agent_token(mut self, token: impl Into<String>) -> Self {
+        self.node_agent_token = Some(token.into());
+        self
     }
 
     /// Run admission chains with plugins from `source`.
@@ -145,7 +155,9 @@ impl ApiServer {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // Each connection task holds a sender; when all are gone, every
+        // connection has ended.
+        let (drain_tx, mut drain_rx) = tokio::sync::mpsc::channel::<()>(1);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -168,21 +180,21 @@ impl ApiServer {
                         b.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
                         b
                     };
+                    let stop = self.state.shutdown.clone();
+                    let drain = drain_tx.clone();
                     match &acceptor {
                         None => {
-                            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
                             tokio::spawn(async move {
-                                if let Err(e) = conn.await {
-                                    tracing::debug!(error = %e, "connection ended with an error");
-                                }
+                                let _drain = drain;
+                                serve_connection(builder, TokioIo::new(stream), svc, stop).await;
                             });
                         }
                         Some(acceptor) => {
                             // The handshake runs in the connection's task, bounded so a
                             // silent client cannot hold it forever.
                             let acceptor = acceptor.clone();
-                            let mut stop = self.state.shutdown.clone();
                             tokio::spawn(async move {
+                                let _drain = drain;
                                 let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                                     Ok(Ok(s)) => s,
                                     Ok(Err(e)) => {
@@ -191,19 +203,7 @@ impl ApiServer {
                                     }
                                     Err(_) => return,
                                 };
-                                let conn = builder.serve_connection(TokioIo::new(tls), svc);
-                                tokio::pin!(conn);
-                                tokio::select! {
-                                    r = conn.as_mut() => {
-                                        if let Err(e) = r {
-                                            tracing::debug!(error = %e, "connection ended with an error");
-                                        }
-                                    }
-                                    _ = stop.changed() => {
-                                        conn.as_mut().graceful_shutdown();
-                                        let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                                    }
-                                }
+                                serve_connection(builder, TokioIo::new(tls), svc, stop).await;
                             });
                         }
                     }
@@ -212,7 +212,8 @@ impl ApiServer {
             }
         }
         let _ = self.shutdown_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+        drop(drain_tx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain_rx.recv()).await;
         Ok(())
     }
 
@@ -316,6 +317,14 @@ impl ApiServer {
                     target.kind.plural, target.name, user.name, target.kind.plural
                 ))
             })?;
+        if matches!(target.subresource.as_str(), "log" | "exec") {
+            let cx = crate::node_proxy::Context {
+                objects: &self.state.objects,
+                token: self.state.config.node_agent_token.clone(),
+                shutdown: self.state.shutdown.clone(),
+            };
+            return crate::node_proxy::serve(cx, req, &target).await;
+        }
         self.dispatch(req, target, q, verb).await
     }
 
@@ -411,6 +420,33 @@ impl ApiServer {
     }
 }
 
+/// Serve one connection (with upgrades, for exec's WebSocket) until it ends
+/// or the server stops; then give it up to 5 s to finish its requests.
+async fn serve_connection<I, S>(
+    builder: http1::Builder,
+    io: I,
+    svc: S,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection(io, svc).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
+}
+
 fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
     let collection = t.name.is_empty();
     match *method {
@@ -419,6 +455,8 @@ fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
         Method::GET => "get",
         Method::POST if collection => "create",
         Method::POST if t.subresource == "binding" => "create",
+        // Upstream authorizes exec's WebSocket GET as create, like its POST.
+        Method::GET | Method::POST if t.subresource == "exec" => "create",
         Method::PUT if !collection => "update",
         Method::PATCH if !collection => "patch",
         Method::DELETE if collection => "deletecollection",
@@ -455,7 +493,7 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
         "" => true,
         "status" => kind.status,
         "scale" => kind.scale,
-        "binding" => kind.kind == "Pod",
+        "binding" | "log" | "exec" => kind.kind == "Pod",
         "finalize" => kind.kind == "Namespace",
         _ => false,
     };

@@ -101,3 +101,42 @@ impl ClientError {
         self.code() == Some(410)
     }
 }
+
+/// An `Event` about `object` (a pod, say) as Kubernetes components record
+/// them: `component` is the reporter (`kubelet`, `default-scheduler`), `host`
+/// its node when it has one, `field_path` the part concerned
+/// (`spec.containers{web}`).
+pub fn event_object(
+    object: &serde_json::Value,
+    ty: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+    host: Option<&str>,
+    field_path: Option<&str>,
+) -> serde_json::Value {
+    let meta = &object["metadata"];
+    let ns = meta["namespace"].as_str().unwrap_or("default");
+    let name = meta["name"].as_str().unwrap_or("");
+    let now = now_rfc3339();
+    let mut involved = serde_json::json!({
+        "apiVersion": object["apiVersion"].as_str().unwrap_or("v1"),
+        "kind": object["kind"].as_str().unwrap_or("Pod"),
+        "namespace": ns, "name": name, "uid": meta["uid"],
+    });
+    if let Some(f) = field_path {
+        involved["fieldPath"] = f.into();
+    }
+    let mut source = serde_json::json!({"component": component});
+    if let Some(h) = host {
+        source["host"] = h.into();
+    }
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{name}."), "namespace": ns},
+        "involvedObject": involved,
+        "reason": reason, "message": message, "type": ty, "count": 1,
+        "firstTimestamp": now, "lastTimestamp": now,
+        "source": source, "reportingComponent": component,
+    })
+}

@@ -743,15 +743,5 @@ impl Scheduler {
 }
 
 fn event_object(pod: &Value, ty: &str, reason: &str, message: &str) -> Value {
-    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
-    let name = pod["metadata"]["name"].as_str().unwrap_or("");
-    let now = trellis_client::now_rfc3339();
-    json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": format!("{name}."), "namespace": ns},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name, "uid": pod["metadata"]["uid"]},
-        "reason": reason, "message": message, "type": ty, "count": 1,
-        "firstTimestamp": now, "lastTimestamp": now,
-        "source": {"component": "default-scheduler"}, "reportingComponent": "default-scheduler",
-    })
+    trellis_client::event_object(pod, ty, reason, message, "default-scheduler", None, None)
 }

@@ -232,11 +232,11 @@ pub async fn run(
     what: &str,
     plugin_dir: Option<&Path>,
 ) -> anyhow::Result<()> {
-    run_with(store, data_dir, listen, what, plugin_dir, false).await
+    run_with(store, data_dir, listen, what, plugin_dir, false, None).await
 }
 
 /// Run the API server and, given a plugin folder, the scheduler beside it,
-/// until Ctrl-C or SIGTERM.
+/// and the node agent when given its configuration, until Ctrl-C or SIGTERM.
 pub async fn run_with(
     store: Arc<dyn Store>,
     data_dir: &Path,
@@ -244,6 +244,7 @@ pub async fn run_with(
     what: &str,
     plugin_dir: Option<&Path>,
     with_scheduler: bool,
+    agent: Option<trellis_agent::AgentConfig>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -320,6 +321,27 @@ pub async fn run_with(
             }
         })
     });
+    let agent = match (agent, &source) {
+        (Some(cfg), Some(source)) if super::agent::is_root() => {
+            let client = trellis_client::Client::from_kubeconfig(&kubeconfig_path)?;
+            let mut rx = stop_rx.clone();
+            let task = super::agent::run_agent(client, cfg, source.clone(), async move {
+                let _ = rx.changed().await;
+            });
+            Some(tokio::spawn(async move {
+                if let Err(e) = task.await {
+                    eprintln!("trellis: the node agent stopped: {e:#}");
+                }
+            }))
+        }
+        (Some(_), _) => {
+            eprintln!(
+                "trellis: not root: running without a node agent (pods are scheduled but not run)"
+            );
+            None
+        }
+        _ => None,
+    };
     println!("Press Ctrl-C to stop.");
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -339,6 +361,9 @@ pub async fn run_with(
         .await?;
     if let Some(s) = scheduler {
         let _ = s.await;
+    }
+    if let Some(a) = agent {
+        let _ = a.await;
     }
     println!("trellis: stopped");
     Ok(())

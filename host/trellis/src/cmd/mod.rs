@@ -1,9 +1,12 @@
 //! The command line.
 
+mod agent;
 mod cluster;
+mod image;
 mod plugin_inspect;
 mod plugin_test;
 mod server;
+mod shim;
 mod sim_nodes;
 mod up;
 
@@ -23,11 +26,18 @@ pub struct Cli {
 enum Command {
     /// Start a single-node cluster on the embedded store.
     Up(up::Args),
+    /// Run the node agent: register this machine as a Node and run its pods.
+    Agent(agent::Args),
     /// Run the API server on etcd (or the embedded store).
     Server(server::Args),
+    /// The node's image store: import, pull, push, list, remove.
+    Image(image::Args),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// The per-pod container shim (started by the agent).
+    #[command(hide = true)]
+    Shim(shim::Args),
     /// Simulated cluster members.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -51,8 +61,11 @@ enum PluginCommand {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(a) => up::run(a),
+        Command::Agent(a) => agent::run(a),
         Command::Server(a) => server::run(a),
         Command::Sim(SimCommand::Nodes(a)) => sim_nodes::run(a),
+        Command::Shim(a) => shim::run(a),
+        Command::Image(a) => image::run(a),
         Command::Plugin(PluginCommand::Inspect(a)) => plugin_inspect::run(a),
         Command::Plugin(PluginCommand::Test(a)) => plugin_test::run(a),
     }

@@ -1,6 +1,6 @@
 //! `trellis up [--data-dir DIR] [--listen ADDR:PORT]`: a single-node cluster on
-//! the embedded store (today the API server; the scheduler, controllers and
-//! agent join as they land).
+//! the embedded store: the API server, the scheduler and, as root, the node
+//! agent (controllers join as they land).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +21,11 @@ pub struct Args {
     /// Where the plugin components are [default: $TRELLIS_PLUGIN_DIR, else build/plugins].
     #[arg(long)]
     plugin_dir: Option<PathBuf>,
+    /// Do not run the node agent (a control plane without a node).
+    #[arg(long)]
+    no_agent: bool,
+    #[command(flatten)]
+    agent: super::agent::AgentFlags,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -42,6 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "cluster (embedded store)",
             Some(&plugins),
             true,
+            (!args.no_agent).then(|| args.agent.config(&dir)),
         )
         .await
     })?;

@@ -92,8 +92,16 @@ impl Cluster {
     /// Start the binary with `args` plus `--data-dir` and `--listen 127.0.0.1:0`.
     pub fn start(args: &[&str], dir: Option<tempfile::TempDir>) -> Self {
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+        // `trellis up` runs a node agent as root; tests that want one say so
+        // with `--agent-port` (and their own bridge and pod CIDR).
+        let no_agent: &[&str] = if args.first() == Some(&"up") && !args.contains(&"--agent-port") {
+            &["--no-agent"]
+        } else {
+            &[]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
             .args(args)
+            .args(no_agent)
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--listen", "127.0.0.1:0"])

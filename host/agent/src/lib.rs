@@ -1,0 +1,243 @@
+//! The node agent: registers its Node, heartbeats a Lease, and runs the pods
+//! bound to it as real OCI containers, one shim process per pod
+//! (`trellis_runtime::shim`), with a network namespace on the node's bridge
+//! (`trellis_network`), root filesystems from the local image store
+//! (`trellis_image`), volumes and environment as kubelet makes them, and
+//! probes run by probe plugins. It serves logs and exec to the API server.
+//!
+//! Layout of the data directory: `images/` (the image store, shared with
+//! `trellis image`), `network/` (addresses and namespaces), `pods/<uid>/`
+//! (one per pod: `pod.json`, the shim's socket and state, `logs/`,
+//! `volumes/`, `containers/<id>/` root filesystems, `bundles/<id>/`).
+
+pub mod env;
+mod events;
+mod node;
+mod pod;
+pub mod prober;
+pub mod server;
+mod services;
+mod sources;
+pub mod volumes;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use trellis_client::Client;
+use trellis_plugin_host::PluginSource;
+
+pub use node::Capacity;
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The Node's name.
+    pub node_name: String,
+    /// Where images, network state and pods live.
+    pub data_dir: PathBuf,
+    /// The node's address: the Node's InternalIP, where the agent serves logs
+    /// and exec, and the host IP of its pods.
+    pub node_ip: Ipv4Addr,
+    /// Port of the logs/exec server (kubelet's 10250; 0 picks a free one).
+    pub port: u16,
+    /// The pods' bridge.
+    pub bridge: String,
+    /// The node's pod CIDR (the first address is the bridge's).
+    pub pod_cidr: String,
+    /// Extra Node labels.
+    pub labels: Vec<(String, String)>,
+    /// Pods this node takes.
+    pub max_pods: u64,
+    /// The program and arguments that start a shim (`--dir DIR` is
+    /// appended): the `trellis` executable and `["shim"]`.
+    pub shim_command: (PathBuf, Vec<String>),
+    /// First crash back-off (kubelet: 10 s); it doubles per restart.
+    pub backoff_base: Duration,
+    /// Longest crash back-off (kubelet: 5 min).
+    pub backoff_max: Duration,
+    /// How often the Lease and Node conditions are posted (kubelet: 10 s).
+    pub heartbeat: Duration,
+    /// How often containers' states are relisted (kubelet's PLEG: 1 s).
+    pub relist: Duration,
+    /// Registries pulled from over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Bearer token the API server must present to the logs/exec server.
+    pub server_token: Option<String>,
+}
+
+impl AgentConfig {
+    /// kubelet's defaults for `node_name` with data under `data_dir`.
+    pub fn new(node_name: &str, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            node_name: node_name.to_string(),
+            data_dir: data_dir.into(),
+            node_ip: Ipv4Addr::LOCALHOST,
+            port: 10250,
+            bridge: "trellis0".into(),
+            pod_cidr: "10.88.0.0/24".into(),
+            labels: Vec::new(),
+            max_pods: 110,
+            shim_command: (
+                std::env::current_exe().unwrap_or_else(|_| "trellis".into()),
+                vec!["shim".into()],
+            ),
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            heartbeat: Duration::from_secs(10),
+            relist: Duration::from_secs(1),
+            insecure_registries: Vec::new(),
+            server_token: None,
+        }
+    }
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The image store could not be opened.
+    #[error("image store: {0}")]
+    Images(#[from] trellis_image::ImageError),
+    /// The pod network could not be set up.
+    #[error("pod network: {0}")]
+    Network(#[from] trellis_network::NetworkError),
+    /// The default probe plugins could not be loaded.
+    #[error("probe plugins: {0}")]
+    Probes(String),
+    /// The API server refused or could not be reached.
+    #[error("API server: {0}")]
+    Api(#[from] trellis_client::ClientError),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A running agent.
+pub struct Agent {
+    ctx: Arc<pod::Ctx>,
+    listener: tokio::net::TcpListener,
+}
+
+impl Agent {
+    /// Open the image store and the network, load the probe plugins from
+    /// `plugins` (builtin `probe-http-get`, `probe-tcp-socket`, `probe-exec`),
+    /// bind the server and register the Node.
+    pub async fn start(
+        client: Client,
+        cfg: AgentConfig,
+        plugins: PluginSource,
+    ) -> Result<Self, AgentError> {
+        std::fs::create_dir_all(cfg.data_dir.join("pods"))
+            .map_err(|e| AgentError::Other(format!("{}: {e}", cfg.data_dir.display())))?;
+        let images = trellis_image::ImageStore::open(&cfg.data_dir.join("images"))?;
+        let net_cfg = trellis_network::NetworkConfig {
+            bridge: cfg.bridge.clone(),
+            pod_cidr: cfg.pod_cidr.clone(),
+            state_dir: cfg.data_dir.join("network"),
+            mtu: None,
+        };
+        let network =
+            tokio::task::spawn_blocking(move || trellis_network::PodNetwork::open(net_cfg))
+                .await
+                .map_err(|e| AgentError::Other(e.to_string()))??;
+        let listener = tokio::net::TcpListener::bind((cfg.node_ip, cfg.port))
+            .await
+            .map_err(|e| AgentError::Other(format!("binding {}:{}: {e}", cfg.node_ip, cfg.port)))?;
+        let mut cfg = cfg;
+        cfg.port = listener
+            .local_addr()
+            .map_err(|e| AgentError::Other(e.to_string()))?
+            .port();
+        let capacity = Capacity::of_machine(&cfg.data_dir, cfg.max_pods);
+        let ctx = pod::Ctx::new(client.clone(), cfg, images, network, capacity, plugins)?;
+        node::register(
+            &client,
+            &node::node_object(&ctx.cfg, &ctx.capacity, ctx.node_images()),
+        )
+        .await?;
+        Ok(Self { ctx, listener })
+    }
+
+    /// The port the logs/exec server listens on.
+    pub fn port(&self) -> u16 {
+        self.ctx.cfg.port
+    }
+
+    /// Heartbeat, serve and run pods until `shutdown` resolves. Containers
+    /// keep running when the agent stops; the next agent re-adopts them.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), AgentError> {
+        let ctx = self.ctx.clone();
+        let hb_ctx = ctx.clone();
+        let heartbeat = tokio::spawn(node::heartbeat(
+            ctx.client.clone(),
+            ctx.cfg.node_name.clone(),
+            ctx.cfg.heartbeat,
+            move || hb_ctx.node_images(),
+        ));
+        let services: Arc<dyn server::NodeServices> = Arc::new(services::Services(ctx.clone()));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(server::serve(
+            self.listener,
+            services,
+            ctx.cfg.server_token.clone(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let result = tokio::select! {
+            r = pod::Manager::new(ctx.clone()).run() => r,
+            _ = shutdown => Ok(()),
+        };
+        heartbeat.abort();
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        result
+    }
+}
+
+/// The name of the Node's image list entry for `image`.
+pub(crate) fn node_image(image: &trellis_image::Image) -> Value {
+    let mut names = image.repo_digests();
+    names.extend(image.references.iter().cloned());
+    serde_json::json!({"names": names, "sizeBytes": image.size})
+}
+
+/// Remove everything an agent left on this node under `cfg.data_dir`: each
+/// pod's containers, shim, root filesystems, volumes and network namespace,
+/// then the bridge. Blocking. For `trellis agent --reset` and for tests,
+/// which must not leave containers behind.
+pub fn reset(cfg: &AgentConfig) -> Result<(), AgentError> {
+    let images = trellis_image::ImageStore::open(&cfg.data_dir.join("images"))?;
+    if let Ok(entries) = std::fs::read_dir(cfg.data_dir.join("pods")) {
+        for e in entries.flatten() {
+            let dir = e.path();
+            let shim = trellis_runtime::shim::ShimClient::new(&dir);
+            if let Ok(states) = shim.state() {
+                for s in states {
+                    shim.delete(&s.id).ok();
+                }
+                shim.shutdown().ok();
+            }
+            if let Ok(list) = std::fs::read_dir(dir.join("containers")) {
+                for c in list.flatten() {
+                    images.release_rootfs(&c.path()).ok();
+                }
+            }
+            volumes::cleanup_dir(&dir.join("volumes")).ok();
+            std::fs::remove_dir_all(&dir).ok();
+        }
+    }
+    let net = trellis_network::PodNetwork::open(trellis_network::NetworkConfig {
+        bridge: cfg.bridge.clone(),
+        pod_cidr: cfg.pod_cidr.clone(),
+        state_dir: cfg.data_dir.join("network"),
+        mtu: None,
+    })?;
+    net.destroy()?;
+    Ok(())
+}

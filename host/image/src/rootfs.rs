@@ -1,0 +1,292 @@
+//! Containers' root filesystems: an image's layers unpacked once into a
+//! flattened, read-only snapshot, and an overlay mount per container on top.
+//!
+//! ```text
+//! <store>/snapshots/<chain id>/   all layers applied in order, whiteouts carried out
+//! <dir>/rootfs                    overlay: lowerdir=snapshot, upperdir=<dir>/upper, workdir=<dir>/work
+//! ```
+//!
+//! A snapshot is keyed by the chain id of the image's layers, so images
+//! with the same layers share it. It is unpacked in `tmp/` and renamed into
+//! place, under a per-snapshot flock: concurrent preparations (threads or
+//! processes) unpack once and the others wait and reuse it. One lowerdir per
+//! container keeps the mount options short whatever the number of layers.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::digest::Digest;
+use crate::error::{ImageError, IoContext};
+use crate::oci;
+use crate::store::{remove_tree, FileLock, Image, ImageStore};
+
+/// The snapshot directory name for a stack of layers.
+pub(crate) fn snapshot_key(diff_ids: &[Digest]) -> String {
+    match oci::chain_id(diff_ids) {
+        Some(c) => c.hex().to_string(),
+        None => "empty".to_string(),
+    }
+}
+
+impl ImageStore {
+    /// Makes a writable root filesystem for `image` at `dir/rootfs`: an
+    /// overlay mount whose lower layer is the image's unpacked snapshot
+    /// (shared, never written) and whose upper and work directories are
+    /// `dir/upper` and `dir/work`. Writes land in `dir/upper` only.
+    ///
+    /// The snapshot is unpacked on first use. Idempotent: when `dir/rootfs`
+    /// is already mounted (say, the agent restarted and re-adopts a
+    /// container) it is returned as is. Needs root (mount).
+    pub fn prepare_rootfs(&self, image: &Image, dir: &Path) -> Result<PathBuf, ImageError> {
+        fs::create_dir_all(dir).ctx(|| format!("cannot create {}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .ctx(|| format!("cannot resolve {}", dir.display()))?;
+        let rootfs = dir.join("rootfs");
+        if is_mountpoint(&rootfs) {
+            return Ok(rootfs);
+        }
+        // Shared: garbage collection waits until the snapshot is mounted,
+        // which then keeps it.
+        let _gc = self.lock("gc.lock", false)?;
+        let lower = self.ensure_snapshot(image)?;
+        let upper = dir.join("upper");
+        let work = dir.join("work");
+        for d in [&rootfs, &upper, &work] {
+            fs::create_dir_all(d).ctx(|| format!("cannot create {}", d.display()))?;
+        }
+        for p in [&lower, &upper, &work] {
+            check_option_path(p)?;
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let data = std::ffi::CString::new(options).map_err(|_| ImageError::BadPath {
+            path: dir.clone(),
+            reason: "it contains a NUL byte",
+        })?;
+        rustix::mount::mount(
+            "overlay",
+            &rootfs,
+            "overlay",
+            rustix::mount::MountFlags::empty(),
+            data.as_c_str(),
+        )
+        .map_err(|e| ImageError::Mount {
+            target: rootfs.clone(),
+            error: e.into(),
+        })?;
+        tracing::debug!(rootfs = %rootfs.display(), image = %image.id, "root filesystem mounted");
+        Ok(rootfs)
+    }
+
+    /// Unmounts `dir/rootfs` and removes `dir/rootfs`, `dir/upper` and
+    /// `dir/work` (and `dir` if that leaves it empty). Idempotent: a missing
+    /// or unmounted directory is fine. Fails with [`ImageError::Busy`] while a
+    /// process still uses the mount.
+    pub fn release_rootfs(&self, dir: &Path) -> Result<(), ImageError> {
+        let dir = match dir.canonicalize() {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(ImageError::io(
+                    format!("cannot resolve {}", dir.display()),
+                    e,
+                ))
+            }
+        };
+        let rootfs = dir.join("rootfs");
+        // Mounted twice (a racing prepare) unmounts twice.
+        while is_mountpoint(&rootfs) {
+            match rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::empty()) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::BUSY) => return Err(ImageError::Busy { target: rootfs }),
+                Err(rustix::io::Errno::INVAL) => break,
+                Err(e) => {
+                    return Err(ImageError::io(
+                        format!("cannot unmount {}", rootfs.display()),
+                        e.into(),
+                    ))
+                }
+            }
+        }
+        // rmdir, not a recursive removal: an empty mount point is all that
+        // may be there once unmounted.
+        match fs::remove_dir(&rootfs) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ImageError::io(
+                    format!("cannot remove {}", rootfs.display()),
+                    e,
+                ))
+            }
+        }
+        remove_tree(&dir.join("upper"))?;
+        remove_tree(&dir.join("work"))?;
+        let _ = fs::remove_dir(&dir);
+        Ok(())
+    }
+
+    /// The image's snapshot, unpacked if needed. The caller holds gc.lock.
+    fn ensure_snapshot(&self, image: &Image) -> Result<PathBuf, ImageError> {
+        let (manifest, diff_ids) = self.image_layers(image)?;
+        let key = snapshot_key(&diff_ids);
+        let path = self.snapshots_dir().join(&key);
+        if path.is_dir() {
+            return Ok(path);
+        }
+        let _lock = FileLock::acquire(
+            &self
+                .root()
+                .join("locks")
+                .join(format!("snapshot-{key}.lock")),
+            true,
+            true,
+        )?;
+        if path.is_dir() {
+            return Ok(path);
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("unpack-")
+            .tempdir_in(self.tmp_dir())
+            .ctx(|| format!("cannot create a directory in {}", self.tmp_dir().display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+                .ctx(|| format!("cannot chmod {}", tmp.path().display()))?;
+        }
+        for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
+            crate::unpack::apply_layer(
+                tmp.path(),
+                &self.blob_path(&layer.digest),
+                layer.digest.as_str(),
+                diff_id,
+            )
+            .map_err(|cause| ImageError::Unpack {
+                image: image.id.clone(),
+                cause,
+            })?;
+        }
+        // The tree must be on disk before its name says it is complete.
+        let f =
+            fs::File::open(tmp.path()).ctx(|| format!("cannot open {}", tmp.path().display()))?;
+        rustix::fs::syncfs(&f)
+            .map_err(|e| ImageError::io("cannot sync the unpacked image", e.into()))?;
+        let unpacked = tmp.keep();
+        if let Err(e) = fs::rename(&unpacked, &path) {
+            let _ = remove_tree(&unpacked);
+            return Err(ImageError::io(
+                format!("cannot rename into {}", path.display()),
+                e,
+            ));
+        }
+        tracing::info!(image = %image.id, snapshot = %key, layers = diff_ids.len(), "image unpacked");
+        Ok(path)
+    }
+}
+
+/// Refuses paths the overlay option syntax cannot carry.
+fn check_option_path(p: &Path) -> Result<(), ImageError> {
+    let s = p.as_os_str().as_encoded_bytes();
+    if s.iter().any(|b| matches!(b, b',' | b':' | b'\\' | b'\n')) {
+        return Err(ImageError::BadPath {
+            path: p.to_path_buf(),
+            reason: "overlay mount options cannot carry ',', ':', '\\' or newlines in paths",
+        });
+    }
+    Ok(())
+}
+
+/// One line of `/proc/self/mountinfo`.
+struct MountInfo {
+    mount_point: PathBuf,
+    fs_type: String,
+    super_options: String,
+}
+
+fn mountinfo() -> Vec<MountInfo> {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?;
+            let mut r = right.split(' ');
+            let fs_type = r.next()?.to_string();
+            let _source = r.next()?;
+            let super_options = r.next().unwrap_or("").to_string();
+            Some(MountInfo {
+                mount_point: PathBuf::from(unescape(mount_point)),
+                fs_type,
+                super_options,
+            })
+        })
+        .collect()
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether something is mounted at `path`.
+pub(crate) fn is_mountpoint(path: &Path) -> bool {
+    mountinfo().iter().any(|m| m.mount_point == path)
+}
+
+/// The lower directories of every overlay mount in this mount namespace.
+pub(crate) fn mounted_lowerdirs() -> Vec<PathBuf> {
+    mountinfo()
+        .into_iter()
+        .filter(|m| m.fs_type == "overlay")
+        .flat_map(|m| {
+            m.super_options
+                .split(',')
+                .filter_map(|o| o.strip_prefix("lowerdir="))
+                .flat_map(|l| {
+                    l.split(':')
+                        .map(|p| PathBuf::from(unescape(p)))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_mountinfo() {
+        assert_eq!(unescape(r"/a\040b"), "/a b");
+        assert_eq!(unescape(r"/a\134"), "/a\\");
+        assert_eq!(unescape(r"/plain"), "/plain");
+    }
+
+    #[test]
+    fn root_is_a_mountpoint() {
+        assert!(is_mountpoint(Path::new("/")));
+    }
+}

@@ -1,0 +1,490 @@
+//! The node agent end to end, as root, with real containers: `trellis up`
+//! runs the API server, the scheduler and an agent with its own bridge and
+//! pod CIDR; pods are applied with the real kubectl and run from the busybox
+//! image that `build/busybox-image.sh` makes from Debian's busybox-static.
+//!
+//! Under `CI=true` a missing prerequisite (root, busybox, plugins) fails.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use serde_json::Value;
+
+/// A cluster with an agent, cleaned up (containers, mounts, network) on drop.
+struct Node {
+    c: Option<Cluster>,
+    cfg: trellis_agent::AgentConfig,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        drop(self.c.take());
+        if let Err(e) = trellis_agent::reset(&self.cfg) {
+            eprintln!("cleaning up the test node: {e}");
+        }
+    }
+}
+
+impl std::ops::Deref for Node {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        self.c.as_ref().expect("running")
+    }
+}
+
+fn prerequisites() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let busybox = std::path::Path::new("/bin/busybox").exists();
+    if root && busybox {
+        return true;
+    }
+    let why = format!("the agent tests need root ({root}) and busybox-static ({busybox})");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+/// The busybox OCI archive, built once per test binary.
+fn busybox_tar() -> PathBuf {
+    static TAR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TAR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join("busybox-oci.tar");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../build/busybox-image.sh");
+        let st = std::process::Command::new("bash")
+            .arg(script)
+            .arg(&out)
+            .status()
+            .expect("run build/busybox-image.sh");
+        assert!(st.success(), "build/busybox-image.sh failed");
+        out
+    })
+    .clone()
+}
+
+fn unique() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    t ^ (std::process::id() << 8)
+}
+
+fn node() -> Option<Node> {
+    if !prerequisites() {
+        return None;
+    }
+    let plugins = trellis_testkit::plugin_dir();
+    assert!(
+        plugins.join("probe-exec.wasm").exists(),
+        "run `cargo xtask plugins` first"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = trellis_image::ImageStore::open(&dir.path().join("images")).unwrap();
+    store.import(&busybox_tar()).unwrap();
+    let u = unique();
+    let bridge = format!("trt{:06x}", u & 0xff_ffff);
+    let cidr = format!("10.{}.{}.0/24", 100 + (u >> 8) % 100, u % 250);
+    let mut cfg = trellis_agent::AgentConfig::new("node-a", dir.path());
+    cfg.bridge = bridge.clone();
+    cfg.pod_cidr = cidr.clone();
+    let c = Cluster::start(
+        &[
+            "up",
+            "--plugin-dir",
+            plugins.to_str().unwrap(),
+            "--agent-port",
+            "0",
+            "--node-name",
+            "node-a",
+            "--bridge",
+            &bridge,
+            "--pod-cidr",
+            &cidr,
+            "--backoff-base",
+            "1s",
+            "--backoff-max",
+            "2s",
+        ],
+        Some(dir),
+    );
+    let n = Node { c: Some(c), cfg };
+    n.eventually("node-a is Ready", Duration::from_secs(60), || {
+        n.kubectl(&[
+            "get",
+            "node",
+            "node-a",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .1
+        .trim()
+            == "True"
+    });
+    Some(n)
+}
+
+fn pod_json(c: &Cluster, name: &str) -> Value {
+    let (code, out, err) = c.kubectl(&["get", "pod", name, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn wait_pod(c: &Cluster, name: &str, what: &str, mut check: impl FnMut(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (code, out, _) = c.kubectl(&["get", "pod", name, "-o", "json"]);
+        if code == 0 {
+            let p: Value = serde_json::from_str(&out).unwrap();
+            if check(&p) {
+                return p;
+            }
+            if start.elapsed() > Duration::from_secs(90) {
+                let events = c.kubectl(&["get", "events", "-o", "wide"]).1;
+                panic!(
+                    "pod {name}: not true: {what}\n{p:#}\nevents:\n{events}\nserver:\n{}",
+                    c.output()
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or("")
+}
+
+fn restarts(p: &Value) -> u64 {
+    p["status"]["containerStatuses"][0]["restartCount"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+fn pod(name: &str, policy: &str, script: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: {policy}
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", {script:?}]
+{extra}
+"#
+    )
+}
+
+#[test]
+fn a_pod_runs_echo_and_kubectl_shows_its_log() {
+    let Some(n) = node() else { return };
+    n.apply(&pod(
+        "echo",
+        "Never",
+        "echo hello from trellis; echo to stderr >&2",
+        "",
+    ));
+    let p = wait_pod(&n, "echo", "Succeeded", |p| phase(p) == "Succeeded");
+    let term = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["exitCode"], 0, "{p:#}");
+    assert_eq!(term["reason"], "Completed");
+    assert!(p["status"]["podIP"]
+        .as_str()
+        .is_some_and(|ip| !ip.is_empty()));
+    let logs = n.ok(&["logs", "echo"]);
+    assert_eq!(logs, "hello from trellis\nto stderr\n");
+    let describe = n.ok(&["describe", "pod", "echo"]);
+    for reason in ["Scheduled", "Pulled", "Created", "Started"] {
+        assert!(describe.contains(reason), "no {reason} event:\n{describe}");
+    }
+}
+
+#[test]
+fn exit_codes_follow_each_restart_policy() {
+    let Some(n) = node() else { return };
+    n.apply(&pod("never-fails", "Never", "exit 3", ""));
+    n.apply(&pod("onfailure-fails", "OnFailure", "echo run; exit 3", ""));
+    n.apply(&pod("onfailure-ok", "OnFailure", "exit 0", ""));
+    n.apply(&pod("always-ok", "Always", "echo round; exit 0", ""));
+    let p = wait_pod(&n, "never-fails", "Failed", |p| phase(p) == "Failed");
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        3
+    );
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["reason"],
+        "Error"
+    );
+    assert_eq!(restarts(&p), 0);
+    let p = wait_pod(&n, "onfailure-ok", "Succeeded", |p| phase(p) == "Succeeded");
+    assert_eq!(restarts(&p), 0);
+    let p = wait_pod(&n, "onfailure-fails", "restarted twice", |p| {
+        restarts(p) >= 2
+    });
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 3,
+        "{p:#}"
+    );
+    assert_ne!(phase(&p), "Failed");
+    let p = wait_pod(&n, "always-ok", "restarted after exit 0", |p| {
+        restarts(p) >= 1
+    });
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 0,
+        "{p:#}"
+    );
+    assert_eq!(n.ok(&["logs", "always-ok", "--previous"]), "round\n");
+    // Back-off shows as CrashLoopBackOff while it waits.
+    wait_pod(&n, "onfailure-fails", "CrashLoopBackOff", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_and_restarted_per_policy() {
+    let Some(n) = node() else { return };
+    let limits = "    resources: {limits: {memory: 16Mi}}";
+    let hog = "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done";
+    n.apply(&pod("hog-never", "Never", hog, limits));
+    n.apply(&pod("hog-always", "Always", hog, limits));
+    let p = wait_pod(&n, "hog-never", "Failed", |p| phase(p) == "Failed");
+    let term = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["exitCode"], 137, "{p:#}");
+    assert_eq!(term["reason"], "OOMKilled", "{p:#}");
+    let p = wait_pod(&n, "hog-always", "restarted after OOM", |p| {
+        restarts(p) >= 1
+    });
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["lastState"]["terminated"]["reason"], "OOMKilled",
+        "{p:#}"
+    );
+}
+
+fn http_get(ip: &str, port: u16) -> String {
+    let mut s = std::net::TcpStream::connect((ip, port)).expect("connect to the pod");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+const HTTPD: &str = "mkdir -p /www && echo served by $(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www";
+
+#[test]
+fn httpd_becomes_ready_through_its_probe_and_pods_reach_each_other() {
+    let Some(n) = node() else { return };
+    let probe = "    readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}";
+    n.apply(&pod("web", "Always", HTTPD, probe));
+    let p = wait_pod(&n, "web", "Ready", |p| {
+        p["status"]["conditions"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    });
+    let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    // From the node.
+    let page = http_get(&ip, 8080);
+    assert!(page.contains("served by web"), "{page}");
+    // From another pod.
+    n.apply(&pod(
+        "client",
+        "Never",
+        &format!("wget -qO- http://{ip}:8080/"),
+        "",
+    ));
+    wait_pod(&n, "client", "Succeeded", |p| phase(p) == "Succeeded");
+    assert_eq!(n.ok(&["logs", "client"]), "served by web\n");
+    // kubectl exec runs in the container.
+    assert_eq!(
+        n.ok(&["exec", "web", "--", "cat", "/www/index.html"]),
+        "served by web\n"
+    );
+}
+
+#[test]
+fn a_failing_liveness_probe_restarts_its_container() {
+    let Some(n) = node() else { return };
+    let probe = "    livenessProbe: {exec: {command: [cat, /tmp/healthy]}, periodSeconds: 1, failureThreshold: 2}";
+    n.apply(&pod(
+        "sick",
+        "Always",
+        "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 600",
+        probe,
+    ));
+    let p = wait_pod(&n, "sick", "restarted by liveness", |p| restarts(p) >= 1);
+    assert_eq!(phase(&p), "Running");
+    let events = n.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=sick",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(events.contains("Unhealthy"), "{events}");
+    assert!(events.contains("Killing"), "{events}");
+}
+
+#[test]
+fn config_map_and_secret_volumes_and_env_hold_their_content() {
+    let Some(n) = node() else { return };
+    n.ok(&[
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=mode=fast",
+        "--from-literal=level=3",
+    ]);
+    n.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ]);
+    n.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: reader, labels: {app: reader}}
+spec:
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo MODE=$MODE PASS=$PASS POD=$POD_NAME; sleep 600"]
+    env:
+    - name: MODE
+      valueFrom: {configMapKeyRef: {name: cfg, key: mode}}
+    - name: PASS
+      valueFrom: {secretKeyRef: {name: creds, key: password}}
+    - name: POD_NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    volumeMounts:
+    - {name: cfg, mountPath: /etc/cfg}
+    - {name: creds, mountPath: /etc/creds}
+  volumes:
+  - name: cfg
+    configMap: {name: cfg}
+  - name: creds
+    secret: {secretName: creds}
+"#,
+    );
+    wait_pod(&n, "reader", "Running", |p| phase(p) == "Running");
+    n.eventually("the env line is logged", Duration::from_secs(30), || {
+        n.kubectl(&["logs", "reader"]).1 == "MODE=fast PASS=s3cret POD=reader\n"
+    });
+    assert_eq!(
+        n.ok(&["exec", "reader", "--", "cat", "/etc/cfg/level"]),
+        "3"
+    );
+    assert_eq!(
+        n.ok(&["exec", "reader", "--", "cat", "/etc/creds/password"]),
+        "s3cret"
+    );
+    // Files follow the source.
+    n.ok(&[
+        "patch",
+        "configmap",
+        "cfg",
+        "-p",
+        r#"{"data":{"level":"4"}}"#,
+    ]);
+    n.eventually(
+        "the mounted file follows the ConfigMap",
+        Duration::from_secs(60),
+        || {
+            n.kubectl(&["exec", "reader", "--", "cat", "/etc/cfg/level"])
+                .1
+                == "4"
+        },
+    );
+}
+
+#[test]
+fn graceful_deletion_delivers_sigterm_first() {
+    let Some(n) = node() else { return };
+    let marker = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "    volumeMounts: [{{name: out, mountPath: /out}}]\n  volumes:\n  - name: out\n    hostPath: {{path: {}}}",
+        marker.path().display()
+    );
+    n.apply(&pod(
+        "trapper",
+        "Always",
+        "trap 'echo got TERM > /out/term; exit 0' TERM; echo started > /out/term; while true; do sleep 1; done",
+        &extra,
+    ));
+    wait_pod(&n, "trapper", "Running", |p| phase(p) == "Running");
+    n.eventually("the trap is set", Duration::from_secs(30), || {
+        std::fs::read_to_string(marker.path().join("term")).is_ok_and(|s| s == "started\n")
+    });
+    n.ok(&["delete", "pod", "trapper", "--wait=true", "--timeout=60s"]);
+    assert_eq!(
+        std::fs::read_to_string(marker.path().join("term")).unwrap(),
+        "got TERM\n"
+    );
+    let (code, _, err) = n.kubectl(&["get", "pod", "trapper"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("NotFound"), "{err}");
+}
+
+#[test]
+fn an_agent_restart_does_not_restart_containers() {
+    let Some(mut n) = node() else { return };
+    n.apply(&pod("steady", "Always", "sleep 3600", ""));
+    let before = wait_pod(&n, "steady", "Running", |p| phase(p) == "Running");
+    let id = before["status"]["containerStatuses"][0]["containerID"].clone();
+    let started = before["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
+    // Stop the whole single-node cluster (API server, scheduler, agent).
+    let mut c = n.c.take().unwrap();
+    assert!(c.stop(), "trellis did not stop:\n{}", c.output());
+    let dir = std::mem::replace(&mut c.dir, tempfile::tempdir().unwrap());
+    drop(c);
+    let plugins = trellis_testkit::plugin_dir();
+    let (bridge, cidr) = (n.cfg.bridge.clone(), n.cfg.pod_cidr.clone());
+    n.c = Some(Cluster::start(
+        &[
+            "up",
+            "--plugin-dir",
+            plugins.to_str().unwrap(),
+            "--agent-port",
+            "0",
+            "--node-name",
+            "node-a",
+            "--bridge",
+            &bridge,
+            "--pod-cidr",
+            &cidr,
+        ],
+        Some(dir),
+    ));
+    // The agent re-adopts the container: same id, same start, no restart.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = wait_pod(&n, "steady", "Running again", |p| phase(p) == "Running");
+    assert_eq!(
+        after["status"]["containerStatuses"][0]["containerID"], id,
+        "{after:#}"
+    );
+    assert_eq!(
+        after["status"]["containerStatuses"][0]["state"]["running"]["startedAt"],
+        started
+    );
+    assert_eq!(restarts(&after), 0);
+    let _ = pod_json(&n, "steady");
+}

@@ -108,7 +108,11 @@ async fn log(
         }));
     };
     if let Some(n) = tail_lines.filter(|n| *n < 0) {
-        invalid("tailLines", n.to_string(), "must be greater than or equal to 0");
+        invalid(
+            "tailLines",
+            n.to_string(),
+            "must be greater than or equal to 0",
+        );
     }
     if let Some(n) = limit_bytes.filter(|n| *n < 1) {
         invalid("limitBytes", n.to_string(), "must be greater than 0");
@@ -621,7 +625,13 @@ impl Agent {
             let known: Vec<String> = addresses
                 .into_iter()
                 .flatten()
-                .map(|a| format!("{}={}", a["type"].as_str().unwrap_or(""), a["address"].as_str().unwrap_or("")))
+                .map(|a| {
+                    format!(
+                        "{}={}",
+                        a["type"].as_str().unwrap_or(""),
+                        a["address"].as_str().unwrap_or("")
+                    )
+                })
                 .collect();
             return Err(proxy_error(format!(
                 "node \"{node}\" reports no InternalIP or Hostname address to reach its agent; known addresses: [{}]",
@@ -795,9 +805,14 @@ mod tests {
     fn containers_resolve_like_upstream() {
         let one = pod(&["app"], json!({}), json!([]));
         assert_eq!(resolve_container(&one, "web", None).unwrap(), "app");
-        assert_eq!(resolve_container(&one, "web", Some("init")).unwrap(), "init");
         assert_eq!(
-            resolve_container(&one, "web", Some("db")).unwrap_err().message,
+            resolve_container(&one, "web", Some("init")).unwrap(),
+            "init"
+        );
+        assert_eq!(
+            resolve_container(&one, "web", Some("db"))
+                .unwrap_err()
+                .message,
             "container db is not valid for pod web"
         );
         let two = pod(&["a", "b"], json!({}), json!([]));
@@ -807,7 +822,11 @@ mod tests {
             e.message,
             "a container name must be specified for pod web, choose one of: [init a b]"
         );
-        let annotated = pod(&["a", "b"], json!({DEFAULT_CONTAINER_ANNOTATION: "b"}), json!([]));
+        let annotated = pod(
+            &["a", "b"],
+            json!({DEFAULT_CONTAINER_ANNOTATION: "b"}),
+            json!([]),
+        );
         assert_eq!(resolve_container(&annotated, "web", None).unwrap(), "b");
     }
 
@@ -815,7 +834,9 @@ mod tests {
     fn log_and_exec_status_checks_use_kubelets_words() {
         let p = pod(&["app"], json!({}), json!([]));
         assert_eq!(
-            check_log_status(&p, "web", "app", false).unwrap_err().message,
+            check_log_status(&p, "web", "app", false)
+                .unwrap_err()
+                .message,
             "container \"app\" in pod \"web\" is waiting to start: ContainerCreating"
         );
         let p = pod(
@@ -835,7 +856,9 @@ mod tests {
         assert!(check_log_status(&p, "web", "app", false).is_ok());
         assert!(check_exec_status(&p, "web", "app").is_ok());
         assert_eq!(
-            check_log_status(&p, "web", "app", true).unwrap_err().message,
+            check_log_status(&p, "web", "app", true)
+                .unwrap_err()
+                .message,
             "previous terminated container \"app\" in pod \"web\" not found"
         );
         let p = pod(
@@ -854,7 +877,9 @@ mod tests {
     fn invalid_options_read_like_upstream() {
         let e = invalid_options(
             "web",
-            vec![json!({"field": "tailLines", "message": "Invalid value: -1: must be greater than or equal to 0"})],
+            vec![
+                json!({"field": "tailLines", "message": "Invalid value: -1: must be greater than or equal to 0"}),
+            ],
         );
         assert_eq!(e.code, 422);
         assert_eq!(
@@ -865,7 +890,9 @@ mod tests {
 
     #[test]
     fn queries_keep_repeated_keys_and_encode() {
-        let q = query_pairs(Some("command=sh&command=-c&command=echo%20a%26b&stdin=true&tty=false"));
+        let q = query_pairs(Some(
+            "command=sh&command=-c&command=echo%20a%26b&stdin=true&tty=false",
+        ));
         let cmds: Vec<&str> = q
             .iter()
             .filter(|(k, _)| k == "command")

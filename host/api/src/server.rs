@@ -450,13 +450,13 @@ async fn serve_connection<I, S>(
 fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
     let collection = t.name.is_empty();
     match *method {
+        // Upstream authorizes exec's WebSocket GET as create, like its POST.
+        Method::GET | Method::POST if t.subresource == "exec" => "create",
         Method::GET if collection && q.flag("watch") => "watch",
         Method::GET if collection => "list",
         Method::GET => "get",
         Method::POST if collection => "create",
         Method::POST if t.subresource == "binding" => "create",
-        // Upstream authorizes exec's WebSocket GET as create, like its POST.
-        Method::GET | Method::POST if t.subresource == "exec" => "create",
         Method::PUT if !collection => "update",
         Method::PATCH if !collection => "patch",
         Method::DELETE if collection => "deletecollection",

@@ -96,9 +96,7 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
 /// The `Sec-WebSocket-Accept` answer to the request's key.
 pub(crate) fn accept_key(headers: &HeaderMap) -> Option<String> {
     let key = headers.get("sec-websocket-key")?;
-    Some(tokio_tungstenite::tungstenite::handshake::derive_accept_key(
-        key.as_bytes(),
-    ))
+    Some(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
 }
 
 /// Which streams the client asked for.
@@ -340,18 +338,30 @@ mod tests {
             HeaderValue::from_static("v4.channel.k8s.io, v5.channel.k8s.io,v2.channel.k8s.io"),
         );
         assert_eq!(Protocol::negotiate(&h), Some(Protocol::V5));
-        h.insert("sec-websocket-protocol", HeaderValue::from_static("v4.channel.k8s.io"));
+        h.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("v4.channel.k8s.io"),
+        );
         assert_eq!(Protocol::negotiate(&h), Some(Protocol::V4));
-        h.insert("sec-websocket-protocol", HeaderValue::from_static("base64.channel.k8s.io"));
+        h.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("base64.channel.k8s.io"),
+        );
         assert_eq!(Protocol::negotiate(&h), None);
-        h.insert("connection", HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         h.insert("upgrade", HeaderValue::from_static("WebSocket"));
         assert!(is_upgrade(&h));
         h.insert("upgrade", HeaderValue::from_static("SPDY/3.1"));
         assert!(!is_upgrade(&h));
         // RFC 6455's example.
-        h.insert("sec-websocket-key", HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
-        assert_eq!(accept_key(&h).unwrap(), "s3pPLMBiTxaGv1FrCsZFjXXMAi8=");
+        h.insert(
+            "sec-websocket-key",
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        assert_eq!(accept_key(&h).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
@@ -365,7 +375,10 @@ mod tests {
         assert_eq!(ok, json!({"metadata": {}, "status": "Success"}));
         let failed = parse(status_message(Protocol::V4, &ExecEvent::Exited(3), &cmd).unwrap());
         assert_eq!(failed["reason"], "NonZeroExitCode");
-        assert_eq!(failed["details"]["causes"][0], json!({"reason": "ExitCode", "message": "3"}));
+        assert_eq!(
+            failed["details"]["causes"][0],
+            json!({"reason": "ExitCode", "message": "3"})
+        );
         assert!(status_message(Protocol::V3, &ExecEvent::Exited(0), &cmd).is_none());
         let text = status_message(Protocol::V2, &ExecEvent::Exited(3), &cmd).unwrap();
         assert!(String::from_utf8_lossy(&text).contains("exit code 3"));
@@ -386,19 +399,29 @@ mod tests {
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(async move {
             let _keep = _stop_tx;
-            exec_session(a, protocol, streams, vec!["cmd".into()], move |stdin| {
-                *seen2.lock().unwrap() = Some(stdin);
-                let (tx, rx) = mpsc::channel(16);
-                tokio::spawn(async move {
-                    for e in events {
-                        let _ = tx.send(e).await;
-                    }
-                });
-                rx
-            }, stop)
+            exec_session(
+                a,
+                protocol,
+                streams,
+                vec!["cmd".into()],
+                move |stdin| {
+                    *seen2.lock().unwrap() = Some(stdin);
+                    let (tx, rx) = mpsc::channel(16);
+                    tokio::spawn(async move {
+                        for e in events {
+                            let _ = tx.send(e).await;
+                        }
+                    });
+                    rx
+                },
+                stop,
+            )
             .await;
         });
-        (WebSocketStream::from_raw_socket(b, Role::Client, None).await, seen)
+        (
+            WebSocketStream::from_raw_socket(b, Role::Client, None).await,
+            seen,
+        )
     }
 
     /// Everything the server sends until it closes, as (channel, data).
@@ -416,7 +439,11 @@ mod tests {
 
     #[tokio::test]
     async fn relays_output_and_the_exit_code() {
-        let streams = Streams { stdin: false, stdout: true, stderr: true };
+        let streams = Streams {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        };
         let (mut c, seen) = session(
             Protocol::V5,
             streams,
@@ -438,16 +465,25 @@ mod tests {
 
     #[tokio::test]
     async fn collects_stdin_until_closed_on_v5() {
-        let streams = Streams { stdin: true, stdout: true, stderr: false };
+        let streams = Streams {
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        };
         let (mut c, seen) = session(
             Protocol::V5,
             streams,
-            vec![ExecEvent::Stderr(Bytes::from_static(b"dropped")), ExecEvent::Exited(0)],
+            vec![
+                ExecEvent::Stderr(Bytes::from_static(b"dropped")),
+                ExecEvent::Exited(0),
+            ],
         )
         .await;
         c.send(channel_message(STDIN, b"hel")).await.unwrap();
         c.send(channel_message(STDIN, b"lo")).await.unwrap();
-        c.send(Message::Binary(Bytes::from_static(&[CLOSE, STDIN]))).await.unwrap();
+        c.send(Message::Binary(Bytes::from_static(&[CLOSE, STDIN])))
+            .await
+            .unwrap();
         let got = read_all(&mut c).await;
         assert_eq!(got.len(), 1, "stderr was not asked for: {got:?}");
         assert_eq!(got[0].0, ERROR);
@@ -456,12 +492,19 @@ mod tests {
 
     #[tokio::test]
     async fn stdin_before_v5_is_refused() {
-        let streams = Streams { stdin: true, stdout: true, stderr: true };
+        let streams = Streams {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+        };
         let (mut c, seen) = session(Protocol::V4, streams, vec![]).await;
         let got = read_all(&mut c).await;
         let status: serde_json::Value = serde_json::from_slice(&got[0].1).unwrap();
         assert_eq!(status["status"], "Failure");
-        assert!(status["message"].as_str().unwrap().contains("v5.channel.k8s.io"));
+        assert!(status["message"]
+            .as_str()
+            .unwrap()
+            .contains("v5.channel.k8s.io"));
         assert!(seen.lock().unwrap().is_none());
     }
 }

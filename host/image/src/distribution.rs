@@ -254,9 +254,20 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_string();
+                // Drained, the connection goes back to the pool for the retry.
+                let (parts, body) = resp.into_parts();
+                let body = body
+                    .into_with_config()
+                    .limit(MAX_DOCUMENT)
+                    .read_to_vec()
+                    .unwrap_or_default();
                 if self.authenticate(&challenge)? {
                     continue;
                 }
+                return Ok(http::Response::from_parts(
+                    parts,
+                    ureq::Body::builder().data(body),
+                ));
             }
             return Ok(resp);
         }

@@ -265,59 +265,66 @@ fn pull_errors_read_like_kubelet() {
 /// challenge, hands out a token at its realm, and then says the manifest is
 /// not found. Records each request line with its Authorization header.
 fn token_registry() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let (log, realm) = (seen.clone(), format!("http://{addr}/token"));
     std::thread::spawn(move || {
-        // Bounded: a pull makes 3 requests, over at most 3 connections.
+        // Bounded: a pull makes 3 requests, over at most 3 connections, each
+        // served on its own thread as a real registry would.
         for stream in listener.incoming().take(3) {
             let Ok(stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut out = stream;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let mut auth = String::new();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("authorization:") {
-                        auth = v.trim().to_string();
-                    }
-                }
-                let request = line.trim().to_string();
-                log.lock().unwrap().push(format!("{request} [{auth}]"));
-                let (status, extra, body) = if request.starts_with("GET /token") {
-                    ("200 OK", String::new(), r#"{"token":"t0ken"}"#.to_string())
-                } else if auth != "bearer t0ken" {
-                    (
-                        "401 Unauthorized",
-                        format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"test-registry\"\r\n"),
-                        r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.to_string(),
-                    )
-                } else {
-                    (
-                        "404 Not Found",
-                        String::new(),
-                        r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
-                            .to_string(),
-                    )
-                };
-                let _ = write!(
-                    out,
-                    "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-            }
+            let (log, realm) = (log.clone(), realm.clone());
+            std::thread::spawn(move || serve(stream, &log, &realm));
         }
     });
     (addr, seen)
+}
+
+fn serve(stream: std::net::TcpStream, log: &std::sync::Mutex<Vec<String>>, realm: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        let mut auth = String::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("authorization:") {
+                auth = v.trim().to_string();
+            }
+        }
+        let request = line.trim().to_string();
+        log.lock().unwrap().push(format!("{request} [{auth}]"));
+        let (status, extra, body) = if request.starts_with("GET /token") {
+            ("200 OK", String::new(), r#"{"token":"t0ken"}"#.to_string())
+        } else if auth != "bearer t0ken" {
+            (
+                "401 Unauthorized",
+                format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"test-registry\"\r\n"),
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+                    .to_string(),
+            )
+        } else {
+            (
+                "404 Not Found",
+                String::new(),
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
+                    .to_string(),
+            )
+        };
+        let _ = write!(
+            out,
+            "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    }
 }
 
 #[test]

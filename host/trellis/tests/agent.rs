@@ -1,7 +1,7 @@
 //! The node agent end to end, as root, with real containers: `trellis up`
 //! runs the API server, the scheduler and an agent with its own bridge and
 //! pod CIDR; pods are applied with the real kubectl and run from the busybox
-//! image that `build/busybox-image.sh` makes from Debian's busybox-static.
+//! image that `dev/busybox-image.sh` makes from Debian's busybox-static.
 //!
 //! Under `CI=true` a missing prerequisite (root, busybox, plugins) fails.
 
@@ -59,13 +59,13 @@ fn busybox_tar() -> PathBuf {
     TAR.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let out = dir.join("busybox-oci.tar");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../build/busybox-image.sh");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dev/busybox-image.sh");
         let st = std::process::Command::new("bash")
             .arg(script)
             .arg(&out)
             .status()
-            .expect("run build/busybox-image.sh");
-        assert!(st.success(), "build/busybox-image.sh failed");
+            .expect("run dev/busybox-image.sh");
+        assert!(st.success(), "dev/busybox-image.sh failed");
         out
     })
     .clone()
@@ -487,4 +487,117 @@ fn an_agent_restart_does_not_restart_containers() {
     );
     assert_eq!(restarts(&after), 0);
     let _ = pod_json(&n, "steady");
+}
+
+#[test]
+fn init_containers_run_in_order_and_volumes_are_shared() {
+    let Some(n) = node() else { return };
+    n.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: inits, labels: {tier: web}}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: first, image: busybox, imagePullPolicy: IfNotPresent, command: [sh, -c, "echo first >> /work/order"], volumeMounts: [{name: work, mountPath: /work}]}
+  - {name: second, image: busybox, imagePullPolicy: IfNotPresent, command: [sh, -c, "echo second >> /work/order"], volumeMounts: [{name: work, mountPath: /work}]}
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "cat /work/order; cat /info/labels; echo"]
+    volumeMounts: [{name: work, mountPath: /work}, {name: info, mountPath: /info}]
+  - name: side
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "echo from side"]
+  volumes:
+  - {name: work, emptyDir: {}}
+  - name: info
+    downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+"#,
+    );
+    let p = wait_pod(&n, "inits", "Succeeded", |p| phase(p) == "Succeeded");
+    let inits = p["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits.len(), 2);
+    assert!(
+        inits
+            .iter()
+            .all(|s| s["state"]["terminated"]["exitCode"] == 0),
+        "{p:#}"
+    );
+    assert_eq!(
+        n.ok(&["logs", "inits", "-c", "main"]),
+        "first\nsecond\ntier=\"web\"\n"
+    );
+    assert_eq!(n.ok(&["logs", "inits", "-c", "side"]), "from side\n");
+    // Several containers: kubectl defaults to the first and says so.
+    let (code, out, err) = n.kubectl(&["logs", "inits"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "first\nsecond\ntier=\"web\"\n");
+    assert!(err.contains("Defaulted container \"main\""), "{err}");
+}
+
+#[test]
+fn a_missing_image_shows_err_image_pull_then_back_off() {
+    let Some(n) = node() else { return };
+    n.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: ghost}
+spec:
+  containers:
+  - {name: main, image: "127.0.0.1:9/nothing/here:1.0", imagePullPolicy: Always}
+"#,
+    );
+    let mut seen = std::collections::HashSet::new();
+    wait_pod(&n, "ghost", "ErrImagePull then ImagePullBackOff", |p| {
+        if let Some(r) = p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str()
+        {
+            seen.insert(r.to_string());
+        }
+        seen.contains("ErrImagePull") && seen.contains("ImagePullBackOff")
+    });
+    let p = pod_json(&n, "ghost");
+    assert_eq!(phase(&p), "Pending");
+    let events = n.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=ghost",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(
+        events.contains("Failed") && events.contains("Pulling"),
+        "{events}"
+    );
+}
+
+#[test]
+fn host_network_pods_use_the_node_address() {
+    let Some(n) = node() else { return };
+    n.apply(
+        &pod("hostnet", "Never", "echo up", "")
+            .replace("  containers:", "  hostNetwork: true\n  containers:"),
+    );
+    let p = wait_pod(&n, "hostnet", "Succeeded", |p| phase(p) == "Succeeded");
+    assert_eq!(p["status"]["podIP"], "127.0.0.1", "{p:#}");
+    assert_eq!(n.ok(&["logs", "hostnet"]), "up\n");
+}
+
+#[test]
+fn kubectl_logs_follow_streams_until_the_container_ends() {
+    let Some(n) = node() else { return };
+    n.apply(&pod(
+        "ticker",
+        "Never",
+        "for i in 1 2 3; do echo tick $i; sleep 1; done",
+        "",
+    ));
+    wait_pod(&n, "ticker", "Running", |p| phase(p) == "Running");
+    let out = n.ok(&["logs", "-f", "ticker"]);
+    assert_eq!(out, "tick 1\ntick 2\ntick 3\n");
 }

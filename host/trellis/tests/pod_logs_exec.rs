@@ -42,7 +42,9 @@ impl NodeServices for FakeNode {
         let all = self.containers.lock().unwrap();
         let c = all
             .get(&(pod.to_string(), container.to_string()))
-            .ok_or_else(|| ServiceError::NotFound(format!("container not found ({container:?})")))?;
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("container not found ({container:?})"))
+            })?;
         if previous {
             return c.previous.clone().map(LogFile::finished).ok_or_else(|| {
                 ServiceError::BadRequest(format!(
@@ -177,10 +179,7 @@ impl Agent {
 
     fn append(&self, pod: &str, container: &str, records: &str) {
         let path = self.dir.path().join(format!("{pod}_{container}.log"));
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
         f.write_all(records.as_bytes()).unwrap();
     }
 }
@@ -309,14 +308,26 @@ fn setup() -> (Cluster, Agent) {
         APP_LOG,
         Some("2024-05-01T09:00:00Z stdout F previous run\n"),
     );
-    agent.container("duo", "app", "2024-05-01T10:00:00Z stdout F duo app\n", None);
+    agent.container(
+        "duo",
+        "app",
+        "2024-05-01T10:00:00Z stdout F duo app\n",
+        None,
+    );
     agent.container(
         "duo",
         "sidecar",
         "2024-05-01T10:00:00Z stdout F duo sidecar\n",
         None,
     );
-    create_pod(&c, "web", &["app"], Some("node-a"), json!({}), json!([restarted("app")]));
+    create_pod(
+        &c,
+        "web",
+        &["app"],
+        Some("node-a"),
+        json!({}),
+        json!([restarted("app")]),
+    );
     create_pod(
         &c,
         "duo",
@@ -326,7 +337,14 @@ fn setup() -> (Cluster, Agent) {
         json!([running("app"), running("sidecar")]),
     );
     create_pod(&c, "pending", &["app"], None, json!({}), json!([]));
-    create_pod(&c, "waiting", &["app"], Some("node-a"), json!({}), json!([]));
+    create_pod(
+        &c,
+        "waiting",
+        &["app"],
+        Some("node-a"),
+        json!({}),
+        json!([]),
+    );
     (c, agent)
 }
 
@@ -351,7 +369,10 @@ fn kubectl_logs_with_its_options() {
          2024-05-01T10:00:02Z split line\n\
          2024-05-01T10:00:03Z last line\n"
     );
-    assert_eq!(c.ok(&["logs", "web", "--tail=2"]), "split line\nlast line\n");
+    assert_eq!(
+        c.ok(&["logs", "web", "--tail=2"]),
+        "split line\nlast line\n"
+    );
     assert_eq!(c.ok(&["logs", "web", "--limit-bytes=5"]), "hello");
     assert_eq!(
         c.ok(&["logs", "web", "--since-time=2024-05-01T10:00:02Z"]),
@@ -362,7 +383,10 @@ fn kubectl_logs_with_its_options() {
     // Without -c kubectl picks the first container and says so.
     let (code, out, err) = c.kubectl(&["logs", "duo"]);
     assert_eq!((code, out.as_str()), (0, "duo app\n"), "{err}");
-    assert!(err.contains("Defaulted container \"app\" out of: app, sidecar"), "{err}");
+    assert!(
+        err.contains("Defaulted container \"app\" out of: app, sidecar"),
+        "{err}"
+    );
     // Every container of a pod, each line prefixed.
     let out = c.ok(&["logs", "duo", "--all-containers", "--prefix"]);
     assert!(out.contains("[pod/duo/app] duo app\n"), "{out}");
@@ -373,7 +397,14 @@ fn kubectl_logs_with_its_options() {
 fn kubectl_logs_follow_streams_until_the_container_stops() {
     let (c, agent) = setup();
     let stopped = agent.container("tail", "app", "2024-05-01T10:00:00Z stdout F first\n", None);
-    create_pod(&c, "tail", &["app"], Some("node-a"), json!({}), json!([running("app")]));
+    create_pod(
+        &c,
+        "tail",
+        &["app"],
+        Some("node-a"),
+        json!({}),
+        json!([running("app")]),
+    );
     let cache = tempfile::tempdir().unwrap();
     let mut child = Command::new(common::kubectl_binary())
         .arg("--kubeconfig")
@@ -397,22 +428,33 @@ fn kubectl_logs_follow_streams_until_the_container_stops() {
     }
     let child = Arc::new(Mutex::new(child));
     let kill = KillOnDrop(child.clone());
-    c.eventually("kubectl logs -f prints the first line", Duration::from_secs(30), || {
-        seen.lock().unwrap().as_str() == "first\n"
-    });
+    c.eventually(
+        "kubectl logs -f prints the first line",
+        Duration::from_secs(30),
+        || seen.lock().unwrap().as_str() == "first\n",
+    );
     // Written while kubectl waits: it must arrive while the container runs.
     agent.append("tail", "app", "2024-05-01T10:00:01Z stdout F second\n");
-    c.eventually("kubectl logs -f streams a new line", Duration::from_secs(30), || {
-        seen.lock().unwrap().as_str() == "first\nsecond\n"
-    });
-    assert!(child.lock().unwrap().try_wait().unwrap().is_none(), "kubectl logs -f ended early");
+    c.eventually(
+        "kubectl logs -f streams a new line",
+        Duration::from_secs(30),
+        || seen.lock().unwrap().as_str() == "first\nsecond\n",
+    );
+    assert!(
+        child.lock().unwrap().try_wait().unwrap().is_none(),
+        "kubectl logs -f ended early"
+    );
     agent.append("tail", "app", "2024-05-01T10:00:02Z stdout F third\n");
     stopped.store(false, Ordering::SeqCst);
     let mut status = None;
-    c.eventually("kubectl logs -f ends once the container stopped", Duration::from_secs(30), || {
-        status = child.lock().unwrap().try_wait().unwrap();
-        status.is_some()
-    });
+    c.eventually(
+        "kubectl logs -f ends once the container stopped",
+        Duration::from_secs(30),
+        || {
+            status = child.lock().unwrap().try_wait().unwrap();
+            status.is_some()
+        },
+    );
     assert!(status.unwrap().success());
     c.eventually("kubectl's output is read", Duration::from_secs(10), || {
         seen.lock().unwrap().as_str() == "first\nsecond\nthird\n"
@@ -440,10 +482,15 @@ fn kubectl_exec_relays_output_and_exit_codes() {
     let (code, out, err) = c.kubectl(&["exec", "web", "--", "sh", "-c", "echo partial; exit 3"]);
     assert_eq!((code, out.as_str()), (3, "partial\n"), "{err}");
     assert!(err.contains("command terminated with exit code 3"), "{err}");
-    let (code, out, err) =
-        c.kubectl_stdin(&["exec", "-i", "web", "--", "tr", "a-z", "A-Z"], Some("piped input\n"));
+    let (code, out, err) = c.kubectl_stdin(
+        &["exec", "-i", "web", "--", "tr", "a-z", "A-Z"],
+        Some("piped input\n"),
+    );
     assert_eq!((code, out.as_str()), (0, "PIPED INPUT\n"), "{err}");
-    assert_eq!(c.ok(&["exec", "duo", "-c", "sidecar", "--", "echo", "two words"]), "two words\n");
+    assert_eq!(
+        c.ok(&["exec", "duo", "-c", "sidecar", "--", "echo", "two words"]),
+        "two words\n"
+    );
     // Without -c kubectl execs in the first container.
     let (code, out, err) = c.kubectl(&["exec", "duo", "--", "echo", "hi"]);
     assert_eq!((code, out.as_str()), (0, "hi\n"), "{err}");
@@ -469,16 +516,25 @@ fn errors_read_like_upstream() {
     // cannot take an exec.
     assert_eq!(c.ok(&["logs", "pending"]), "");
     let err = fails(&c, &["exec", "pending", "--", "true"]);
-    assert!(err.contains("pod pending does not have a host assigned"), "{err}");
+    assert!(
+        err.contains("pod pending does not have a host assigned"),
+        "{err}"
+    );
     // A container that has not started.
     let expected = "container \"app\" in pod \"waiting\" is waiting to start: ContainerCreating";
     let err = fails(&c, &["logs", "waiting"]);
-    assert!(err.contains(&format!("Error from server (BadRequest): {expected}")), "{err}");
+    assert!(
+        err.contains(&format!("Error from server (BadRequest): {expected}")),
+        "{err}"
+    );
     let err = fails(&c, &["exec", "waiting", "--", "true"]);
     assert!(err.contains(expected), "{err}");
     // Unknown containers, and no --previous run.
     let err = fails(&c, &["logs", "web", "-c", "nope"]);
-    assert!(err.contains("container nope is not valid for pod web"), "{err}");
+    assert!(
+        err.contains("container nope is not valid for pod web"),
+        "{err}"
+    );
     let err = fails(&c, &["logs", "duo", "-c", "sidecar", "--previous"]);
     assert!(
         err.contains("previous terminated container \"sidecar\" in pod \"duo\" not found"),
@@ -495,7 +551,12 @@ fn errors_read_like_upstream() {
         status["message"],
         "a container name must be specified for pod duo, choose one of: [app sidecar]"
     );
-    agent.container("named", "sidecar", "2024-05-01T10:00:00Z stdout F the default\n", None);
+    agent.container(
+        "named",
+        "sidecar",
+        "2024-05-01T10:00:00Z stdout F the default\n",
+        None,
+    );
     create_pod(
         &c,
         "named",
@@ -504,12 +565,25 @@ fn errors_read_like_upstream() {
         json!({"kubectl.kubernetes.io/default-container": "sidecar"}),
         json!([running("app"), running("sidecar")]),
     );
-    let (code, body) = c.http("GET", "/api/v1/namespaces/default/pods/named/log", None, &[]);
+    let (code, body) = c.http(
+        "GET",
+        "/api/v1/namespaces/default/pods/named/log",
+        None,
+        &[],
+    );
     assert_eq!((code, body.as_str()), (200, "the default\n"));
     // Invalid options are 422, as upstream validates PodLogOptions.
-    let (code, body) = c.http("GET", "/api/v1/namespaces/default/pods/web/log?tailLines=-1", None, &[]);
+    let (code, body) = c.http(
+        "GET",
+        "/api/v1/namespaces/default/pods/web/log?tailLines=-1",
+        None,
+        &[],
+    );
     assert_eq!(code, 422, "{body}");
-    assert!(body.contains("PodLogOptions \\\"web\\\" is invalid: tailLines"), "{body}");
+    assert!(
+        body.contains("PodLogOptions \\\"web\\\" is invalid: tailLines"),
+        "{body}"
+    );
     // Exec needs a WebSocket upgrade.
     let (code, body) = c.http(
         "POST",
@@ -522,7 +596,14 @@ fn errors_read_like_upstream() {
     // A node whose agent does not answer: a 500 naming the address.
     let port = closed_port();
     create_node(&c, "node-gone", port);
-    create_pod(&c, "orphan", &["app"], Some("node-gone"), json!({}), json!([running("app")]));
+    create_pod(
+        &c,
+        "orphan",
+        &["app"],
+        Some("node-gone"),
+        json!({}),
+        json!([running("app")]),
+    );
     let err = fails(&c, &["logs", "orphan"]);
     assert!(
         err.contains(&format!(
@@ -572,7 +653,11 @@ print("code:" + repr(resp.returncode))
     if text.contains("No module named 'kubernetes'") {
         panic!("the Python client is missing: run dev/setup (pip install kubernetes)");
     }
-    assert!(out.status.success(), "{text}\nserver output:\n{}", c.output());
+    assert!(
+        out.status.success(),
+        "{text}\nserver output:\n{}",
+        c.output()
+    );
     assert!(text.contains("joined:'from python\\n'"), "{text}");
     assert!(text.contains("stdout:'o\\n'"), "{text}");
     assert!(text.contains("stderr:'e\\n'"), "{text}");

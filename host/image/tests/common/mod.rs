@@ -42,7 +42,7 @@ pub fn have(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The busybox OCI layout tar made by `build/busybox-image.sh`, built once
+/// The busybox OCI layout tar made by `dev/busybox-image.sh`, built once
 /// per test process. `None` (skip) when busybox-static is missing outside CI.
 pub fn busybox_tar() -> Option<PathBuf> {
     static TAR: OnceLock<Option<PathBuf>> = OnceLock::new();
@@ -60,7 +60,7 @@ pub fn busybox_tar() -> Option<PathBuf> {
         ) {
             return None;
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/busybox-image.sh");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev/busybox-image.sh");
         // The script writes a temporary file and renames it: test processes
         // building at once each get a whole (and identical) file.
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("busybox.tar");
@@ -68,8 +68,8 @@ pub fn busybox_tar() -> Option<PathBuf> {
             .arg(&script)
             .arg(&out)
             .status()
-            .expect("run build/busybox-image.sh");
-        assert!(status.success(), "build/busybox-image.sh failed");
+            .expect("run dev/busybox-image.sh");
+        assert!(status.success(), "dev/busybox-image.sh failed");
         Some(out)
     })
     .clone()

@@ -48,6 +48,12 @@ pub fn start(dir: &Path, extra: &[&str]) -> Server {
         .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .args(extra)
+        // A node agent only where the benchmark asks for one.
+        .args(if extra.contains(&"--agent-port") {
+            &[][..]
+        } else {
+            &["--no-agent"][..]
+        })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -1,0 +1,381 @@
+//! The node agent, measured (root, real containers):
+//!
+//! 1. pod create → Running (container started, seen through a watch), p50
+//!    and p99, for N pods created one by one and N at once;
+//! 2. container create+start+wait+delete through the agent's runtime (the
+//!    per-pod shim over its socket, libcontainer inside) against `runc run`
+//!    on the same bundle, interleaved, medians and ratio;
+//! 3. the agent's RSS and CPU while idle with 20 pods (the agent runs as its
+//!    own `trellis agent` process beside a `trellis up --no-agent`).
+//!
+//! `cargo bench -p trellis --bench agent` (env AGENT_BENCH_PODS, default 50;
+//! AGENT_BENCH_RUNS, default 30).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use trellis_client::{Client, ListParams, Resource};
+
+fn env_n(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn busybox_tar(dir: &Path) -> PathBuf {
+    let out = dir.join("busybox-oci.tar");
+    let script = trellis_testkit::repo_root().join("dev/busybox-image.sh");
+    let ok = Command::new("bash")
+        .arg(script)
+        .arg(&out)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "dev/busybox-image.sh failed");
+    out
+}
+
+fn pods() -> Resource {
+    Resource::new("", "v1", "pods", true)
+}
+
+fn pod(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"bench": "agent"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                            "command": ["sleep", "3600"]}],
+        },
+    })
+}
+
+fn running(p: &Value) -> bool {
+    p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+}
+
+/// Create `names` (all at once when `together`, else one after the other,
+/// each waiting for Running) and return create → Running in ms per pod.
+async fn create_to_running(client: &Client, names: &[String], together: bool) -> Vec<f64> {
+    let list = client
+        .list(&pods(), "default", &ListParams::default())
+        .await
+        .unwrap();
+    let mut watch = client
+        .watch(
+            &pods(),
+            "default",
+            &ListParams::default(),
+            list.resource_version(),
+        )
+        .await
+        .unwrap();
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    let mut lat = Vec::new();
+    let spawn_create = |name: &String, sent: &mut HashMap<String, Instant>| {
+        let c = client.clone();
+        let body = pod(name);
+        sent.insert(name.clone(), Instant::now());
+        tokio::spawn(async move { c.create(&pods(), "default", &body).await.unwrap() });
+    };
+    let mut idx = 0;
+    if together {
+        for name in names {
+            spawn_create(name, &mut sent);
+        }
+    } else {
+        spawn_create(&names[0], &mut sent);
+    }
+    let mut done = std::collections::HashSet::new();
+    while done.len() < names.len() {
+        let ev = tokio::time::timeout(Duration::from_secs(120), watch.next())
+            .await
+            .expect("pods reach Running within 2 minutes")
+            .unwrap()
+            .expect("watch open");
+        let name = ev.object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if !running(&ev.object) || done.contains(&name) {
+            continue;
+        }
+        let Some(t0) = sent.get(&name) else { continue };
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+        done.insert(name);
+        if !together {
+            idx += 1;
+            if idx < names.len() {
+                spawn_create(&names[idx], &mut sent);
+            }
+        }
+    }
+    lat
+}
+
+async fn delete_all(client: &Client) {
+    let list = client
+        .list(
+            &pods(),
+            "default",
+            &ListParams::default().labels("bench=agent"),
+        )
+        .await
+        .unwrap();
+    for p in list.items() {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        client.delete(&pods(), "default", name, None).await.ok();
+    }
+    for _ in 0..600 {
+        let l = client
+            .list(&pods(), "default", &ListParams::default())
+            .await
+            .unwrap();
+        if l.items().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("pods were not deleted");
+}
+
+fn report(what: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{what:<38} n={:<3} p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
+        ms.len(),
+        pct(&ms, 0.5),
+        pct(&ms, 0.99),
+        ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+/// utime+stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn shim_pids() -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains("shim\0--dir\0") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Our runtime vs runc on one bundle running `true`.
+fn runtime_vs_runc(dir: &Path, store: &trellis_image::ImageStore, runs: usize) {
+    let runc = Path::new("/usr/sbin/runc");
+    if !runc.exists() {
+        println!("runtime vs runc: skipped, runc is not installed (apt-get install runc)");
+        return;
+    }
+    let image = store.resolve("busybox").unwrap().expect("busybox imported");
+    let root = store
+        .prepare_rootfs(&image, &dir.join("bench-rootfs"))
+        .unwrap();
+    let cfg = trellis_runtime::bundle::ContainerConfig {
+        rootfs: root.clone(),
+        args: vec!["true".into()],
+        env: vec!["PATH=/bin".into()],
+        cgroup_path: "/trellis-bench/c".into(),
+        ..Default::default()
+    };
+    let bundle = dir.join("bench-bundle");
+    cfg.write_bundle(&bundle).unwrap();
+    let shim_dir = dir.join("bench-shim");
+    let shim = trellis_runtime::shim::ShimClient::new(&shim_dir);
+    shim.spawn(Path::new(env!("CARGO_BIN_EXE_trellis")), &["shim".into()])
+        .unwrap();
+    let log = shim_dir.join("bench.log");
+    let ours = |i: usize| -> f64 {
+        let id = format!("c{i}");
+        let t = Instant::now();
+        shim.run(&id, &bundle, &log).unwrap();
+        loop {
+            let st = shim.state().unwrap();
+            if st
+                .iter()
+                .any(|c| c.id == id && c.status == trellis_runtime::shim::Status::Exited)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        shim.delete(&id).unwrap();
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    let theirs = |i: usize| -> f64 {
+        let id = format!("trellis-bench-runc-{}-{i}", std::process::id());
+        let t = Instant::now();
+        let st = Command::new(runc)
+            .args([
+                "--root",
+                dir.join("runc-root").to_str().unwrap(),
+                "run",
+                "--bundle",
+            ])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "runc run failed");
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    // Warm both paths once, then interleave.
+    ours(0);
+    theirs(0);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 1..=runs {
+        a.push(ours(i));
+        b.push(theirs(i));
+    }
+    a.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    b.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    println!(
+        "create+start+wait+delete ({runs} runs each, interleaved): trellis shim p50 {:.1} ms, runc run p50 {:.1} ms, ratio {:.2}",
+        pct(&a, 0.5),
+        pct(&b, 0.5),
+        pct(&a, 0.5) / pct(&b, 0.5)
+    );
+    shim.shutdown().ok();
+    store.release_rootfs(&dir.join("bench-rootfs")).ok();
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n = env_n("AGENT_BENCH_PODS", 50);
+    let runs = env_n("AGENT_BENCH_RUNS", 30);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let agent_dir = dir.join("agent");
+    let store = trellis_image::ImageStore::open(&agent_dir.join("images")).unwrap();
+    store.import(&busybox_tar(dir)).unwrap();
+
+    runtime_vs_runc(dir, &store, runs);
+
+    let server = common::start(
+        &dir.join("cp"),
+        &[
+            "--plugin-dir",
+            trellis_testkit::plugin_dir().to_str().unwrap(),
+        ],
+    );
+    let kubeconfig = dir.join("cp/kubeconfig");
+    let bridge = format!("trb{:05x}", std::process::id() & 0xfffff);
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["agent", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--data-dir")
+        .arg(&agent_dir)
+        .args([
+            "--plugin-dir",
+            trellis_testkit::plugin_dir().to_str().unwrap(),
+        ])
+        .args([
+            "--node-name",
+            "bench-node",
+            "--agent-port",
+            "0",
+            "--bridge",
+            &bridge,
+            "--pod-cidr",
+            "10.251.0.0/24",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut cfg = trellis_agent::AgentConfig::new("bench-node", &agent_dir);
+    cfg.bridge = bridge.clone();
+    cfg.pod_cidr = "10.251.0.0/24".into();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = Client::from_kubeconfig(&kubeconfig).unwrap();
+        let nodes = Resource::new("", "v1", "nodes", false);
+        for _ in 0..600 {
+            if client.get(&nodes, "", "bench-node").await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Warm the path (image snapshot, plugin compile caches).
+        let warm = vec!["warm-0".to_string()];
+        create_to_running(&client, &warm, false).await;
+        delete_all(&client).await;
+
+        let one: Vec<String> = (0..n).map(|i| format!("one-{i}")).collect();
+        let lat = create_to_running(&client, &one, false).await;
+        report(&format!("create -> Running, {n} one by one"), lat);
+        delete_all(&client).await;
+
+        let all: Vec<String> = (0..n).map(|i| format!("all-{i}")).collect();
+        let lat = create_to_running(&client, &all, true).await;
+        report(&format!("create -> Running, {n} at once"), lat);
+        delete_all(&client).await;
+
+        let twenty: Vec<String> = (0..20).map(|i| format!("idle-{i}")).collect();
+        create_to_running(&client, &twenty, true).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let pid = agent.id();
+        let shims = shim_pids();
+        let t0 = cpu_ticks(pid);
+        let s0: u64 = shims.iter().map(|p| cpu_ticks(*p)).sum();
+        let window = Duration::from_secs(10);
+        tokio::time::sleep(window).await;
+        let hz = 100.0;
+        let agent_cpu = (cpu_ticks(pid) - t0) as f64 / hz / window.as_secs_f64() * 100.0;
+        let shim_cpu = (shims.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - s0) as f64 / hz
+            / window.as_secs_f64()
+            * 100.0;
+        let shim_rss: u64 = shims.iter().map(|p| common::rss_kib(*p)).sum();
+        println!(
+            "idle with 20 pods over {}s: agent RSS {} KiB, CPU {:.2}% of one core; {} shims: RSS {} KiB in all, CPU {:.2}%",
+            window.as_secs(),
+            common::rss_kib(pid),
+            agent_cpu,
+            shims.len(),
+            shim_rss,
+            shim_cpu
+        );
+        delete_all(&client).await;
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+    drop(server);
+    if let Err(e) = trellis_agent::reset(&cfg) {
+        eprintln!("cleanup: {e}");
+    }
+}

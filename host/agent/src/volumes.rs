@@ -1100,24 +1100,8 @@ fn make_ts_dir(dir: &Path) -> Result<String, SetUpError> {
 
 /// `YYYY_MM_DD_HH_MM_SS` in UTC for Unix time `secs`.
 fn utc_stamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}_{m:02}_{d:02}_{:02}_{:02}_{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (y, m, d, hh, mm, ss) = trellis_types::time::utc_parts(secs as i64);
+    format!("{y:04}_{m:02}_{d:02}_{hh:02}_{mm:02}_{ss:02}")
 }
 
 fn set_up_host_path(h: &Value) -> Result<(), SetUpError> {

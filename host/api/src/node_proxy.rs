@@ -341,6 +341,13 @@ async fn exec<B>(
     check_exec_status(&pod, &t.name, &container)?;
     let agent = Agent::of_node(cx.objects, &node, cx.token).await?;
 
+    // Dial before upgrading, so an unreachable node is a plain error. Every
+    // check comes before the protocol's: when the WebSocket upgrade is
+    // refused, kubectl retries over SPDY and shows that answer.
+    let send = agent
+        .connect()
+        .await
+        .map_err(|e| proxy_error(format!("error dialing backend: {e}")))?;
     let headers = req.headers();
     if !websocket::is_upgrade(headers) {
         let asked = headers
@@ -365,11 +372,6 @@ async fn exec<B>(
     let accept = websocket::accept_key(headers)
         .ok_or_else(|| ApiError::bad_request("the WebSocket upgrade has no Sec-WebSocket-Key"))?;
 
-    // Dial before upgrading, so an unreachable node is a plain error.
-    let send = agent
-        .connect()
-        .await
-        .map_err(|e| proxy_error(format!("error dialing backend: {e}")))?;
     let mut params: Vec<(&str, String)> = command.iter().map(|c| ("command", c.clone())).collect();
     if streams.stdin {
         params.push(("stdin", "true".into()));
@@ -903,6 +905,98 @@ mod tests {
         assert_eq!(
             query_string(&[("command", "echo a&b".into())]),
             "?command=echo%20a%26b"
+        );
+    }
+
+    /// Through `ApiServer::handle`, against a raw TCP "agent" that records
+    /// what it was sent.
+    #[tokio::test]
+    async fn logs_reach_the_agent_with_its_token() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(
+            trellis_store::EmbeddedStore::open(dir.path())
+                .await
+                .unwrap(),
+        );
+        let config = crate::ApiConfig::new(crate::auth::TokenAuthenticator::single("t", "admin"))
+            .node_agent_token("agent-secret");
+        let server = crate::ApiServer::new(store, config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let agent = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await.unwrap();
+                head.push(b[0]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhi\n")
+                .await
+                .unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let call = |method: &str, path: &str, ct: &str, body: Value| {
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header("Authorization", "Bearer t")
+                .header("Content-Type", ct)
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap()
+        };
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                       "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "busybox"}]}});
+        let status = json!({"status": {"containerStatuses": [{"name": "app", "ready": true,
+            "restartCount": 0, "image": "busybox", "imageID": "", "state": {"running": {}}}]}});
+        for (method, path, ct, body) in [
+            ("POST", "/api/v1/nodes", "application/json", node),
+            (
+                "POST",
+                "/api/v1/namespaces/default/pods",
+                "application/json",
+                pod,
+            ),
+            (
+                "PATCH",
+                "/api/v1/namespaces/default/pods/web/status",
+                "application/merge-patch+json",
+                status,
+            ),
+        ] {
+            let resp = server.handle(call(method, path, ct, body)).await;
+            assert!(
+                resp.status().is_success(),
+                "{method} {path}: {}",
+                resp.status()
+            );
+        }
+        let resp = server
+            .handle(call(
+                "GET",
+                "/api/v1/namespaces/default/pods/web/log?tailLines=1&timestamps=true",
+                "",
+                json!({}),
+            ))
+            .await;
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "hi\n");
+        let head = agent.await.unwrap();
+        assert!(
+            head.starts_with(
+                "GET /containerLogs/default/web/app?timestamps=true&tailLines=1 HTTP/1.1\r\n"
+            ),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("authorization: bearer agent-secret\r\n"),
+            "{head}"
         );
     }
 }

@@ -86,35 +86,17 @@ impl LineFramer {
 /// `t` as RFC 3339 in UTC with nanoseconds, as Kubernetes prints log times.
 pub fn rfc3339_nano(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let (date, time) = civil(d.as_secs());
-    format!("{date}T{time}.{:09}Z", d.subsec_nanos())
+    let (y, m, day, hh, mm, ss) = trellis_types::time::utc_parts(d.as_secs() as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{hh:02}:{mm:02}:{ss:02}.{:09}Z",
+        d.subsec_nanos()
+    )
 }
 
 /// `t` as RFC 3339 in UTC to the second, as Kubernetes' `metav1.Time`.
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let (date, time) = civil(d.as_secs());
-    format!("{date}T{time}Z")
-}
-
-fn civil(secs: u64) -> (String, String) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (
-        format!("{y:04}-{m:02}-{d:02}"),
-        format!("{:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60),
-    )
+    trellis_types::time::rfc3339(d.as_secs() as i64)
 }
 
 #[cfg(test)]
@@ -125,8 +107,8 @@ mod tests {
     #[test]
     fn times_format_like_kubernetes() {
         let t = SystemTime::UNIX_EPOCH + Duration::new(1_795_000_000, 5);
-        assert_eq!(rfc3339(t), "2026-11-18T08:26:40Z");
-        assert_eq!(rfc3339_nano(t), "2026-11-18T08:26:40.000000005Z");
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339_nano(t), "2026-11-18T11:06:40.000000005Z");
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
     }
 

@@ -158,9 +158,10 @@ async fn delete_all(client: &Client) {
 fn report(what: &str, mut ms: Vec<f64>) {
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
-        "{what:<38} n={:<3} p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
+        "{what:<38} n={:<3} p50 {:>7.1} ms  p90 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
         ms.len(),
         pct(&ms, 0.5),
+        pct(&ms, 0.9),
         pct(&ms, 0.99),
         ms.last().copied().unwrap_or(f64::NAN)
     );

@@ -14,3 +14,4 @@
 pub mod duration;
 pub mod quantity;
 pub mod quota;
+pub mod time;

@@ -155,22 +155,7 @@ fn run_number(id: &str) -> u32 {
 }
 
 fn parse_time(s: &str) -> Option<SystemTime> {
-    // RFC 3339 "YYYY-MM-DDTHH:MM:SSZ" from the shim.
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok());
-    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
-    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    let secs = trellis_types::time::parse_rfc3339(s)?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
 }
 

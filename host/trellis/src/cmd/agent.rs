@@ -76,7 +76,8 @@ pub struct Args {
     /// The API server's URL [default: the kubeconfig's].
     #[arg(long)]
     server: Option<String>,
-    /// Where images, network state and pods live.
+    /// Where images, network state and pods live (`trellis image` uses the
+    /// same folder) [default: ~/.local/share/trellis].
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Where the probe plugin components are [default: $TRELLIS_PLUGIN_DIR, else build/plugins].
@@ -88,9 +89,7 @@ pub struct Args {
 
 /// Run the agent until Ctrl-C or SIGTERM; containers keep running.
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let data_dir = a
-        .data_dir
-        .unwrap_or_else(|| super::cluster::default_data_dir().join("agent"));
+    let data_dir = a.data_dir.unwrap_or_else(super::cluster::default_data_dir);
     let plugins = a
         .plugin_dir
         .unwrap_or_else(super::cluster::default_plugin_dir);

@@ -282,6 +282,14 @@ pub async fn run_with(
         None => None,
     };
     let mut config = ApiConfig::new(auth).audit_log(data_dir.join("audit.log"));
+    // The API server proves itself to the node agent with a shared secret
+    // when it proxies logs and exec.
+    let mut agent = agent;
+    if let Some(cfg) = agent.as_mut() {
+        let secret = uuid::Uuid::new_v4().simple().to_string();
+        cfg.server_token = Some(secret.clone());
+        config = config.node_agent_token(secret);
+    }
     if let Some(source) = &source {
         config = config.plugins(source.clone());
     }

@@ -188,9 +188,17 @@ impl PodNetwork {
         };
         network.adopt_state()?;
         netns::prepare_dir(&network.netns_dir)?;
-        let mut host = host_rtnl()?;
-        network.check_routes(&mut host)?;
-        network.ensure_bridge(&mut host)?;
+        let checked = host_rtnl().and_then(|mut host| {
+            network.check_routes(&mut host)?;
+            network.ensure_bridge(&mut host)
+        });
+        if let Err(e) = checked {
+            // Refused: leave no mount behind when no pod needs it.
+            if network.pods().is_ok_and(|p| p.is_empty()) {
+                netns::release_dir(&network.netns_dir).ok();
+            }
+            return Err(e);
+        }
         warn_on_bridge_netfilter();
         tracing::info!(
             bridge = %network.config.bridge,

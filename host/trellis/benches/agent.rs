@@ -140,7 +140,11 @@ async fn delete_all(client: &Client) {
         .unwrap();
     for p in list.items() {
         let name = p["metadata"]["name"].as_str().unwrap();
-        client.delete(&pods(), "default", name, None).await.ok();
+        let now = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0});
+        client
+            .delete(&pods(), "default", name, Some(&now))
+            .await
+            .ok();
     }
     for _ in 0..600 {
         let l = client
@@ -295,7 +299,7 @@ fn main() {
     );
     let kubeconfig = dir.join("cp/kubeconfig");
     let bridge = format!("trb{:05x}", std::process::id() & 0xfffff);
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_trellis"))
+    let agent = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["agent", "--kubeconfig"])
         .arg(&kubeconfig)
         .arg("--data-dir")
@@ -321,6 +325,10 @@ fn main() {
     let mut cfg = trellis_agent::AgentConfig::new("bench-node", &agent_dir);
     cfg.bridge = bridge.clone();
     cfg.pod_cidr = "10.251.0.0/24".into();
+    let agent_pid = agent.id();
+    // Kill the agent and remove its containers and network even when a
+    // measurement panics.
+    let _cleanup = Cleanup { agent, cfg };
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -350,7 +358,7 @@ fn main() {
         let twenty: Vec<String> = (0..20).map(|i| format!("idle-{i}")).collect();
         create_to_running(&client, &twenty, true).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let pid = agent.id();
+        let pid = agent_pid;
         let shims = shim_pids();
         let t0 = cpu_ticks(pid);
         let s0: u64 = shims.iter().map(|p| cpu_ticks(*p)).sum();
@@ -373,10 +381,20 @@ fn main() {
         );
         delete_all(&client).await;
     });
-    let _ = agent.kill();
-    let _ = agent.wait();
     drop(server);
-    if let Err(e) = trellis_agent::reset(&cfg) {
-        eprintln!("cleanup: {e}");
+}
+
+struct Cleanup {
+    agent: std::process::Child,
+    cfg: trellis_agent::AgentConfig,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+        if let Err(e) = trellis_agent::reset(&self.cfg) {
+            eprintln!("cleanup: {e}");
+        }
     }
 }

@@ -1267,31 +1267,10 @@ fn mount_tmpfs(dir: &Path, size: Option<i64>) -> Result<(), SetUpError> {
 /// The mount points of this process, from `/proc/self/mountinfo`.
 fn mount_points() -> io::Result<Vec<PathBuf>> {
     let text = fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+    Ok(trellis_types::mountinfo::parse(&text)
+        .into_iter()
+        .map(|m| PathBuf::from(m.mount_point))
         .collect())
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn is_mount_point(path: &Path) -> io::Result<bool> {
@@ -1500,7 +1479,7 @@ mod tests {
         let mut count = 0;
         for line in text.lines() {
             let fields: Vec<&str> = line.split(' ').collect();
-            if PathBuf::from(unescape_mountinfo(fields[4])) != canon {
+            if PathBuf::from(trellis_types::mountinfo::unescape(fields[4])) != canon {
                 continue;
             }
             count += 1;
@@ -1562,7 +1541,7 @@ mod tests {
             "invalid path: must be relative path: /a"
         );
         assert!(one("").is_err());
-        assert_eq!(unescape_mountinfo(r"/a\040b\\"), r"/a b\\");
+        assert_eq!(trellis_types::mountinfo::unescape(r"/a\040b\\"), r"/a b\\");
     }
 
     #[test]

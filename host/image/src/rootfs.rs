@@ -202,57 +202,19 @@ fn check_option_path(p: &Path) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// One line of `/proc/self/mountinfo`.
-struct MountInfo {
-    mount_point: PathBuf,
-    fs_type: String,
-    super_options: String,
-}
+use trellis_types::mountinfo::{unescape, MountEntry};
 
-fn mountinfo() -> Vec<MountInfo> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mount_point = left.split(' ').nth(4)?;
-            let mut r = right.split(' ');
-            let fs_type = r.next()?.to_string();
-            let _source = r.next()?;
-            let super_options = r.next().unwrap_or("").to_string();
-            Some(MountInfo {
-                mount_point: PathBuf::from(unescape(mount_point)),
-                fs_type,
-                super_options,
-            })
-        })
-        .collect()
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+fn mountinfo() -> Vec<MountEntry> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|text| trellis_types::mountinfo::parse(&text))
+        .unwrap_or_default()
 }
 
 /// Whether something is mounted at `path`.
 pub(crate) fn is_mountpoint(path: &Path) -> bool {
-    mountinfo().iter().any(|m| m.mount_point == path)
+    mountinfo()
+        .iter()
+        .any(|m| Path::new(&m.mount_point) == path)
 }
 
 /// The lower directories of every overlay mount in this mount namespace.

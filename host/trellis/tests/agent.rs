@@ -95,28 +95,9 @@ fn node() -> Option<Node> {
     let bridge = format!("trt{:06x}", u & 0xff_ffff);
     let cidr = format!("10.{}.{}.0/24", 100 + (u >> 8) % 100, u % 250);
     let mut cfg = trellis_agent::AgentConfig::new("node-a", dir.path());
-    cfg.bridge = bridge.clone();
-    cfg.pod_cidr = cidr.clone();
-    let c = Cluster::start(
-        &[
-            "up",
-            "--plugin-dir",
-            plugins.to_str().unwrap(),
-            "--agent-port",
-            "0",
-            "--node-name",
-            "node-a",
-            "--bridge",
-            &bridge,
-            "--pod-cidr",
-            &cidr,
-            "--backoff-base",
-            "1s",
-            "--backoff-max",
-            "2s",
-        ],
-        Some(dir),
-    );
+    cfg.bridge = bridge;
+    cfg.pod_cidr = cidr;
+    let c = start_node(dir, &cfg);
     let n = Node { c: Some(c), cfg };
     n.eventually("node-a is Ready", Duration::from_secs(60), || {
         n.kubectl(&[
@@ -131,6 +112,32 @@ fn node() -> Option<Node> {
             == "True"
     });
     Some(n)
+}
+
+/// `trellis up` on `dir` with an agent named node-a on `cfg`'s bridge and
+/// pod CIDR, and short crash back-offs.
+fn start_node(dir: tempfile::TempDir, cfg: &trellis_agent::AgentConfig) -> Cluster {
+    let plugins = trellis_testkit::plugin_dir();
+    Cluster::start(
+        &[
+            "up",
+            "--plugin-dir",
+            plugins.to_str().unwrap(),
+            "--agent-port",
+            "0",
+            "--node-name",
+            "node-a",
+            "--bridge",
+            &cfg.bridge,
+            "--pod-cidr",
+            &cfg.pod_cidr,
+            "--backoff-base",
+            "1s",
+            "--backoff-max",
+            "2s",
+        ],
+        Some(dir),
+    )
 }
 
 fn pod_json(c: &Cluster, name: &str) -> Value {
@@ -456,24 +463,7 @@ fn an_agent_restart_does_not_restart_containers() {
     assert!(c.stop(), "trellis did not stop:\n{}", c.output());
     let dir = std::mem::replace(&mut c.dir, tempfile::tempdir().unwrap());
     drop(c);
-    let plugins = trellis_testkit::plugin_dir();
-    let (bridge, cidr) = (n.cfg.bridge.clone(), n.cfg.pod_cidr.clone());
-    n.c = Some(Cluster::start(
-        &[
-            "up",
-            "--plugin-dir",
-            plugins.to_str().unwrap(),
-            "--agent-port",
-            "0",
-            "--node-name",
-            "node-a",
-            "--bridge",
-            &bridge,
-            "--pod-cidr",
-            &cidr,
-        ],
-        Some(dir),
-    ));
+    n.c = Some(start_node(dir, &n.cfg));
     // The agent re-adopts the container: same id, same start, no restart.
     std::thread::sleep(Duration::from_secs(3));
     let after = wait_pod(&n, "steady", "Running again", |p| phase(p) == "Running");
@@ -542,6 +532,34 @@ spec:
 #[test]
 fn a_missing_image_shows_err_image_pull_then_back_off() {
     let Some(n) = node() else { return };
+    // Each waiting reason lasts until the next sync: follow every status
+    // write through a watch rather than sampling.
+    let cache = tempfile::tempdir().unwrap();
+    let mut watch = common::Background(
+        std::process::Command::new(common::kubectl_binary())
+            .arg("--kubeconfig")
+            .arg(n.kubeconfig())
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args([
+                "get",
+                "pods",
+                "--watch",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].state.waiting.reason}{\"\\n\"}",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = std::io::BufReader::new(watch.0.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in lines.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
     n.apply(
         r#"
 apiVersion: v1
@@ -553,13 +571,18 @@ spec:
 "#,
     );
     let mut seen = std::collections::HashSet::new();
-    wait_pod(&n, "ghost", "ErrImagePull then ImagePullBackOff", |p| {
-        if let Some(r) = p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str()
-        {
-            seen.insert(r.to_string());
+    let start = Instant::now();
+    while !(seen.contains("ErrImagePull") && seen.contains("ImagePullBackOff")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "not seen ErrImagePull then ImagePullBackOff: {seen:?}\n{}",
+            n.output()
+        );
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+            seen.insert(l.trim().to_string());
         }
-        seen.contains("ErrImagePull") && seen.contains("ImagePullBackOff")
-    });
+    }
+    drop(watch);
     let p = pod_json(&n, "ghost");
     assert_eq!(phase(&p), "Pending");
     let events = n.ok(&[

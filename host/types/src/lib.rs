@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod duration;
+pub mod mountinfo;
 pub mod quantity;
 pub mod quota;
 pub mod time;

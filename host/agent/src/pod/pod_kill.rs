@@ -23,10 +23,13 @@ impl Worker {
         let grace = if self.force_deleted { 0 } else { grace };
         self.probing.clear();
         let shim = self.rec.shim.clone();
-        if shim.ping().is_ok() {
-            let running: Vec<String> = shim
-                .state()
-                .unwrap_or_default()
+        let shim2 = shim.clone();
+        let states = tokio::task::spawn_blocking(move || shim2.state())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if let Some(states) = states {
+            let running: Vec<String> = states
                 .into_iter()
                 .filter(|s| s.status == Status::Running)
                 .map(|s| s.id)
@@ -85,24 +88,12 @@ impl Worker {
                 status["phase"] = json!(p);
             }
         }
-        let patch = json!({"status": status});
-        self.ctx
-            .client
-            .patch(
-                &pods(),
-                &self.ns,
-                &self.name,
-                "status",
-                trellis_client::Patch::Merge,
-                &patch,
-            )
-            .await
-            .ok();
+        self.patch_status(status).await;
     }
 }
 
 /// SIGTERM every run, SIGKILL what is left after `grace`.
-fn stop_all(shim: &ShimClient, ids: &[String], grace: Duration) {
+pub(crate) fn stop_all(shim: &ShimClient, ids: &[String], grace: Duration) {
     for id in ids {
         shim.kill(id, 15).ok();
     }

@@ -521,7 +521,9 @@ impl Worker {
                 .unwrap_or(30);
             let shim = self.rec.shim.clone();
             let id = s.id.clone();
-            tokio::task::spawn_blocking(move || stop_run(&shim, &id, Duration::from_secs(grace)));
+            tokio::task::spawn_blocking(move || {
+                super::pod_kill::stop_all(&shim, &[id], Duration::from_secs(grace))
+            });
         }
     }
 
@@ -531,6 +533,11 @@ impl Worker {
         if status == self.last_status {
             return;
         }
+        self.patch_status(status).await;
+    }
+
+    /// Write `status` through the status subresource.
+    pub(crate) async fn patch_status(&mut self, status: Value) {
         let patch = json!({"status": status});
         match self
             .ctx
@@ -549,23 +556,6 @@ impl Worker {
             Err(e) if e.is_not_found() => {}
             Err(e) => tracing::warn!(pod = %self.name, error = %e, "cannot write pod status"),
         }
-    }
-}
-
-/// SIGTERM, then SIGKILL after `grace` if it still runs.
-pub(crate) fn stop_run(shim: &ShimClient, id: &str, grace: Duration) {
-    let running = |shim: &ShimClient| {
-        shim.state()
-            .map(|s| s.iter().any(|c| c.id == id && c.status == Status::Running))
-            .unwrap_or(false)
-    };
-    shim.kill(id, 15).ok();
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && running(shim) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if running(shim) {
-        shim.kill(id, 9).ok();
     }
 }
 

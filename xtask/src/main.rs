@@ -9,13 +9,20 @@ use anyhow::{bail, Context, Result};
 
 const USAGE: &str = "usage:
   cargo xtask plugins [--rust-only]   build every plugin into build/plugins/
+  cargo xtask plugins -p CRATE        build one Rust plugin crate (e.g. replicaset)
   cargo xtask encode IN.wasm OUT.wasm turn a core module (with wit-bindgen's
                                       component-type section) into a component";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("plugins") => plugins(args[1..].iter().any(|a| a == "--rust-only")),
+        Some("plugins") => match args.iter().position(|a| a == "-p") {
+            Some(i) => {
+                let krate = args.get(i + 1).context(USAGE)?;
+                build_rust(&root(), &out_dir(), Some(krate))
+            }
+            None => plugins(args[1..].iter().any(|a| a == "--rust-only")),
+        },
         Some("encode") if args.len() == 3 => encode(Path::new(&args[1]), Path::new(&args[2])),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
@@ -62,7 +69,7 @@ fn plugins(rust_only: bool) -> Result<()> {
     let root = root();
     let out = out_dir();
     std::fs::create_dir_all(&out)?;
-    build_rust(&root, &out)?;
+    build_rust(&root, &out, None)?;
     if !rust_only {
         build_other_languages(&root, &out)?;
     }
@@ -71,7 +78,7 @@ fn plugins(rust_only: bool) -> Result<()> {
 
 /// Rust plugins build with Debian's rustc-web and build-std; the rustup
 /// toolchain that runs this xtask has no wasm std, so its variables are scrubbed.
-fn build_rust(root: &Path, out: &Path) -> Result<()> {
+fn build_rust(root: &Path, out: &Path, krate: Option<&str>) -> Result<()> {
     for tool in ["/usr/bin/cargo", "/usr/bin/rustc", "/usr/bin/wasm-ld"] {
         if !Path::new(tool).exists() {
             bail!("{tool} is missing: run `dev/setup` (apt packages rustc-web cargo-web rust-web-src lld)");
@@ -112,6 +119,9 @@ fn build_rust(root: &Path, out: &Path) -> Result<()> {
     if std::env::var_os("CI").is_some() {
         cmd.arg("--locked");
     }
+    if let Some(k) = krate {
+        cmd.args(["-p", k]);
+    }
     let status = cmd.status().context("running Debian's cargo")?;
     if !status.success() {
         bail!("building the Rust plugins failed");
@@ -126,6 +136,9 @@ fn build_rust(root: &Path, out: &Path) -> Result<()> {
                 .unwrap()
                 .to_string_lossy()
                 .replace('_', "-");
+            if krate.is_some_and(|k| k != name) {
+                continue;
+            }
             encode(&path, &out.join(format!("{name}.wasm")))?;
             n += 1;
         }

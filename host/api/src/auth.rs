@@ -119,6 +119,44 @@ impl TokenAuthenticator {
     }
 }
 
+/// Kubernetes' user impersonation: a request with `Impersonate-User` (and
+/// optional `Impersonate-Group` headers) acts as that user. Only members of
+/// `system:masters` may impersonate (upstream asks RBAC for the `impersonate`
+/// verb; until RBAC, only administrators hold it). The controller runtime
+/// writes this way, so each controller's writes carry its own identity in the
+/// audit log and in `managedFields`.
+pub fn impersonate(
+    user: UserInfo,
+    headers: &hyper::HeaderMap,
+) -> Result<UserInfo, crate::error::ApiError> {
+    let Some(name) = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    else {
+        return Ok(user);
+    };
+    if !user.groups.iter().any(|g| g == "system:masters") {
+        return Err(crate::error::ApiError::forbidden(format!(
+            "users \"{name}\" is forbidden: User \"{}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+            user.name
+        )));
+    }
+    let mut groups: Vec<String> = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    groups.push("system:authenticated".into());
+    Ok(UserInfo {
+        name: name.to_string(),
+        uid: String::new(),
+        groups,
+    })
+}
+
 /// What a request wants to do, for authorization.
 #[derive(Debug, Clone)]
 pub struct Attributes<'a> {

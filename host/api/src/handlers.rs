@@ -451,9 +451,11 @@ impl State {
         }
         // The last finalizer of an object being deleted is gone: delete it now.
         let deleting = !new["metadata"]["deletionTimestamp"].is_null();
-        let finalizers_left = new["metadata"]["finalizers"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty());
+        // A namespace also waits for the finalizers in its spec (`kubernetes`:
+        // the namespace controller empties it, then removes that one).
+        let has = |v: &Value| v.as_array().is_some_and(|f| !f.is_empty());
+        let finalizers_left = has(&new["metadata"]["finalizers"])
+            || (kind.kind == "Namespace" && has(&new["spec"]["finalizers"]));
         if deleting
             && !finalizers_left
             && !(kind.kind == "Pod"
@@ -765,7 +767,7 @@ impl State {
             .objects
             .replace(kind, &t.namespace, &t.name, new, expected)
             .await?;
-        if namespace {
+        if namespace && self.config.namespace_cleanup {
             self.spawn_namespace_cleanup(t.name.clone());
         }
         Ok(Outcome {

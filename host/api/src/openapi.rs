@@ -90,6 +90,7 @@ static BUILTINS: &[Builtin] = builtins![
     ("apps", "ReplicaSet", apps::v1::ReplicaSet),
     ("apps", "DaemonSet", apps::v1::DaemonSet),
     ("apps", "StatefulSet", apps::v1::StatefulSet),
+    ("apps", "ControllerRevision", apps::v1::ControllerRevision),
     ("batch", "Job", batch::v1::Job),
     ("batch", "CronJob", batch::v1::CronJob),
     ("coordination.k8s.io", "Lease", coordination::v1::Lease),

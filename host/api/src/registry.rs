@@ -118,6 +118,7 @@ pub static KINDS: &[Kind] = &[
     Kind { categories: ALL, ..k("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, &["rs"], true, true) },
     Kind { categories: ALL, ..k("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, &["ds"], true, false) },
     Kind { categories: ALL, ..k("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true, &["sts"], true, true) },
+    k("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", true, &[], false, false),
     Kind { categories: ALL, ..k("batch", "v1", "Job", "jobs", "job", true, &[], true, false) },
     Kind { categories: ALL, ..k("batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], true, false) },
     k("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, &[], false, false),

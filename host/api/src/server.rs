@@ -44,6 +44,11 @@ pub struct ApiConfig {
     /// Bearer token sent to node agents for pod logs and exec (their
     /// `trellis_agent::server::serve` token); None sends none.
     pub node_agent_token: Option<String>,
+    /// Empty deleted namespaces here (true, for an API server alone), or
+    /// leave it to a namespace controller that removes the `kubernetes`
+    /// finalizer from `spec.finalizers` when the namespace is empty (false;
+    /// `trellis up` runs one).
+    pub namespace_cleanup: bool,
 }
 
 impl ApiConfig {
@@ -55,7 +60,14 @@ impl ApiConfig {
             plugins: None,
             audit_log: None,
             node_agent_token: None,
+            namespace_cleanup: true,
         }
+    }
+
+    /// Leave emptying deleted namespaces to a namespace controller.
+    pub fn external_namespace_controller(mut self) -> Self {
+        self.namespace_cleanup = false;
+        self
     }
 
     /// Send `token` to node agents (pod logs and exec).
@@ -82,7 +94,7 @@ pub struct State {
     /// Objects in the store.
     pub objects: Objects,
     pub(crate) admission: Arc<crate::admission::Admission>,
-    config: ApiConfig,
+    pub(crate) config: ApiConfig,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -133,7 +145,7 @@ impl ApiServer {
         for ns in all
             .items
             .iter()
-            .filter(|n| n["status"]["phase"] == "Terminating")
+            .filter(|n| n["status"]["phase"] == "Terminating" && state.config.namespace_cleanup)
         {
             if let Some(name) = ns["metadata"]["name"].as_str() {
                 state.spawn_namespace_cleanup(name.to_string());
@@ -269,6 +281,7 @@ impl ApiServer {
             .authenticator
             .authenticate(auth)
             .ok_or_else(ApiError::unauthorized)?;
+        let user = crate::auth::impersonate(user, req.headers())?;
 
         if path == "/metrics" {
             return Ok(http::metrics(self.state.admission.metrics.render()));

@@ -516,6 +516,27 @@ fn printer_for(kind: &Kind) -> Printer {
         ),
         ("batch", "Job") => p!(JOB_COLUMNS, job_row),
         ("batch", "CronJob") => p!(CRONJOB_COLUMNS, cronjob_row),
+        ("apps", "ControllerRevision") => p!(
+            &[
+                NAME,
+                col("Controller", "string", "Controller of the object"),
+                col("Revision", "number", "Revision of the ControllerRevision"),
+                AGE
+            ],
+            |o, now| {
+                let owner = o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+                    .map(|r| {
+                        let group = r["apiVersion"].as_str().unwrap_or("").rsplit_once('/').map_or("", |(g, _)| g);
+                        let kind = r["kind"].as_str().unwrap_or("").to_lowercase();
+                        let kind = if group.is_empty() { kind } else { format!("{kind}.{group}") };
+                        format!("{kind}/{}", r["name"].as_str().unwrap_or(""))
+                    })
+                    .unwrap_or_else(|| "<none>".into());
+                plain(vec![name(o), json!(owner), o["revision"].clone(), age_cell(o, now)])
+            }
+        ),
         ("coordination.k8s.io", "Lease") => p!(
             &[NAME, col("Holder", "string", "The holder of the lease"), AGE],
             |o, now| plain(vec![name(o), st(&o["spec"]["holderIdentity"]), age_cell(o, now)])

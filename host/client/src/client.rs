@@ -253,6 +253,7 @@ pub struct Client {
     token: String,
     tls: tokio_rustls::TlsConnector,
     idle: Arc<Mutex<Vec<SendRequest<Full<Bytes>>>>>,
+    impersonate: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -300,6 +301,7 @@ impl Client {
             token: cfg.token.clone(),
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             idle: Arc::new(Mutex::new(Vec::new())),
+            impersonate: None,
         })
     }
 
@@ -345,15 +347,32 @@ impl Client {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<Request<Full<Bytes>>, ClientError> {
-        Request::builder()
+        let mut b = Request::builder()
             .method(method)
             .uri(path)
             .header("Host", &self.host)
             .header("Authorization", format!("Bearer {}", self.token))
             .header("Accept", "application/json")
-            .header("Content-Type", content_type)
-            .body(Full::new(Bytes::from(body)))
+            .header("Content-Type", content_type);
+        if let Some(user) = &self.impersonate {
+            b = b.header("Impersonate-User", &**user);
+        }
+        b.body(Full::new(Bytes::from(body)))
             .map_err(|e| self.transport(e))
+    }
+
+    /// The same client acting as `user` (Kubernetes impersonation; the
+    /// client's own user must be allowed to impersonate). Shares connections.
+    pub fn impersonating(&self, user: &str) -> Self {
+        Self {
+            impersonate: Some(user.into()),
+            ..self.clone()
+        }
+    }
+
+    /// GET any path (discovery documents, for example).
+    pub async fn get_path(&self, path: &str) -> Result<Value, ClientError> {
+        self.call("GET", path, "application/json", vec![]).await
     }
 
     /// A call whose body is `obj` as JSON.

@@ -13,6 +13,7 @@
 
 pub mod duration;
 pub mod mountinfo;
+pub mod owners;
 pub mod quantity;
 pub mod quota;
 pub mod time;

@@ -57,3 +57,11 @@ pub mod probe {
 }
 
 pub use controller::trellis::plugin::types;
+
+/// `wasi:clocks/wall-clock`, imported only by guests that ask for the time.
+pub mod clock {
+    wit_bindgen::generate!({
+        path: "wit/wasi-clocks",
+        world: "clock",
+    });
+}

@@ -6,10 +6,62 @@ pub use crate::bindings::controller::exports::trellis::plugin::reconciler::{
 };
 pub use crate::{KindRef, ObjectError, PluginError};
 
+mod api;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fake;
+pub mod kinds;
+
+pub use api::{Api, Host};
+
+/// Record a Kubernetes Event about `object` (of `kind`), as `kubectl describe`
+/// shows it: `type_` is "Normal" or "Warning", `reason` a CamelCase word,
+/// `component` the reporting controller (e.g. "replicaset-controller").
+/// Needs the write grant for core `Event`s; a failure is only logged.
+pub fn record_event(
+    api: &impl Api,
+    object: &serde_json::Value,
+    kind: &KindRef,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let name = crate::objects::name(object);
+    let ns = crate::objects::namespace(object);
+    let now = crate::objects::rfc3339(api.now());
+    let ev = serde_json::json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{name}."), "namespace": if ns.is_empty() { "default" } else { ns }},
+        "involvedObject": {
+            "apiVersion": kinds::api_version(kind), "kind": kind.kind, "name": name,
+            "namespace": ns, "uid": crate::objects::uid(object),
+            "resourceVersion": object["metadata"]["resourceVersion"],
+        },
+        "type": type_, "reason": reason, "message": message,
+        "source": {"component": component},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        "reportingComponent": component,
+    });
+    if let Err(e) = api.create(
+        &crate::controller::kinds::event(),
+        if ns.is_empty() { "default" } else { ns },
+        &ev,
+    ) {
+        crate::log::debug(&format!("event {reason} on {name}: {e:?}"));
+    }
+}
+
 /// A controller.
 pub trait Controller: Default + 'static {
     /// What it reconciles and watches.
     fn info() -> ControllerInfo;
+
+    /// What it reconciles and watches once configured (the host asks after
+    /// `configure`); by default [`Controller::info`]. Override it when the
+    /// configuration chooses the kinds, as the garbage collector's does.
+    fn describe(&self) -> ControllerInfo {
+        Self::info()
+    }
 
     /// Apply configuration (JSON; `{}` when none).
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {
@@ -45,7 +97,7 @@ macro_rules! export_controller {
             struct __Export;
             impl __w::Guest for __Export {
                 fn info() -> __w::ControllerInfo {
-                    <$t>::info()
+                    __STATE.with(|p| p.describe())
                 }
                 fn configure(config: String) -> Result<(), $crate::PluginError> {
                     __STATE.with(|p| p.configure(&config))

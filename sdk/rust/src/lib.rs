@@ -41,6 +41,7 @@ pub mod bindings;
 pub mod admission;
 pub mod controller;
 pub mod log;
+pub mod objects;
 pub mod probe;
 pub mod resources;
 pub use trellis_types::quantity;

@@ -433,6 +433,9 @@ fn service_spec(spec: &mut Value) {
     let ty = spec["type"].as_str().unwrap_or_default().to_string();
     if ty != "ExternalName" {
         default(spec, "internalTrafficPolicy", json!("Cluster"));
+        // A single-stack IPv4 cluster, as the pod network is.
+        default(spec, "ipFamilyPolicy", json!("SingleStack"));
+        default(spec, "ipFamilies", json!(["IPv4"]));
     }
     if ty == "NodePort" || ty == "LoadBalancer" {
         default(spec, "externalTrafficPolicy", json!("Cluster"));

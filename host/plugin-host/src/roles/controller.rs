@@ -1,7 +1,6 @@
 //! Controllers: a fresh instance runs each reconcile; reads go through the
 //! host's cache and writes through the API server, within the grants.
 
-use crate::bindings::controller::exports::trellis::plugin::reconciler::ControllerInfo;
 use crate::bindings::controller::{Controller as Bindings, ControllerPre};
 use crate::engine::{CompiledComponent, PluginEngine, RoleInfo};
 use crate::roles::{fault, Common, PluginSpec};
@@ -9,7 +8,7 @@ use crate::state::PluginState;
 use crate::{CallError, Capability, LoadError};
 
 pub use crate::bindings::controller::exports::trellis::plugin::reconciler::{
-    Action, ObjectKey, Watch, WatchMapping,
+    Action, ControllerInfo, ObjectKey, Watch, WatchMapping,
 };
 pub use crate::bindings::types::KindRef;
 

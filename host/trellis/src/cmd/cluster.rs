@@ -189,6 +189,62 @@ async fn create_if_absent(
     }
 }
 
+/// Create the default controllers' `Plugin` objects that are missing (those
+/// whose component is built).
+async fn bootstrap_controllers(client: &trellis_client::Client, dir: &Path) -> anyhow::Result<()> {
+    let plugins = trellis_client::Resource::new("trellis.dev", "v1alpha1", "plugins", false);
+    let mut n = 0;
+    for p in trellis_controllers::defaults::default_controllers() {
+        let component = trellis_controllers::defaults::component_of(&p);
+        if !dir.join(format!("{component}.wasm")).exists() {
+            tracing::warn!(
+                component,
+                "default controller not built (run `cargo xtask plugins`)"
+            );
+            continue;
+        }
+        create_if_absent(client, &plugins, &p).await?;
+        n += 1;
+    }
+    println!(
+        "trellis: controllers: {n} default controllers from {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Run the controller runtime until `stop` says so, with the default
+/// controllers created if absent. Reconnects when the API server goes away.
+async fn run_controllers(
+    kubeconfig: PathBuf,
+    plugin_dir: PathBuf,
+    source: trellis_plugin_host::PluginSource,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let client = trellis_client::Client::from_kubeconfig(&kubeconfig)?;
+    bootstrap_controllers(&client, &plugin_dir).await?;
+    loop {
+        let manager = trellis_controllers::ControllerManager::new(client.clone(), source.clone());
+        let mut rx = stop.clone();
+        match manager
+            .run(async move {
+                let _ = rx.changed().await;
+            })
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the controller runtime lost the API server; retrying");
+                let mut rx = stop.clone();
+                tokio::select! {
+                    _ = rx.changed() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Run the scheduler against the API server until `stop` says so: the
 /// default profile and plugins are created if absent, then every
 /// `SchedulerProfile` is served. Reconnects when the API server goes away.
@@ -293,6 +349,10 @@ pub async fn run_with(
     if let Some(source) = &source {
         config = config.plugins(source.clone());
     }
+    // With the controllers, the namespace controller empties deleted namespaces.
+    if with_scheduler && plugin_dir.is_some_and(|d| d.join("namespace.wasm").exists()) {
+        config = config.external_namespace_controller();
+    }
     let server = ApiServer::new(store, config)
         .await
         .map_err(|e| anyhow::anyhow!("starting the API server: {e}"))?;
@@ -326,6 +386,19 @@ pub async fn run_with(
         tokio::spawn(async move {
             if let Err(e) = task.await {
                 eprintln!("trellis: the scheduler stopped: {e:#}");
+            }
+        })
+    });
+    let controllers = plugin_dir.filter(|_| with_scheduler).map(|dir| {
+        let task = run_controllers(
+            kubeconfig_path.clone(),
+            dir.to_path_buf(),
+            source.clone().expect("made with the plugin dir"),
+            stop_rx.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = task.await {
+                eprintln!("trellis: the controller runtime stopped: {e:#}");
             }
         })
     });
@@ -369,6 +442,9 @@ pub async fn run_with(
         .await?;
     if let Some(s) = scheduler {
         let _ = s.await;
+    }
+    if let Some(c) = controllers {
+        let _ = c.await;
     }
     if let Some(a) = agent {
         let _ = a.await;

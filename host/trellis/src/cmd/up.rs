@@ -1,6 +1,6 @@
 //! `trellis up [--data-dir DIR] [--listen ADDR:PORT]`: a single-node cluster on
 //! the embedded store: the API server, the scheduler and, as root, the node
-//! agent (controllers join as they land).
+//! agent and the controller runtime with the default controllers.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

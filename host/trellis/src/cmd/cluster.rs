@@ -215,7 +215,7 @@ async fn bootstrap_controllers(client: &trellis_client::Client, dir: &Path) -> a
 
 /// Run the controller runtime until `stop` says so, with the default
 /// controllers created if absent. Reconnects when the API server goes away.
-async fn run_controllers(
+pub async fn run_controllers(
     kubeconfig: PathBuf,
     plugin_dir: PathBuf,
     source: trellis_plugin_host::PluginSource,
@@ -279,6 +279,17 @@ async fn run_scheduler(
     }
 }
 
+/// Wait for Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    println!("trellis: stopping");
+}
+
 /// Run the API server over `store` until Ctrl-C or SIGTERM; with a plugin
 /// folder, with the admission chain too (and the default one created).
 pub async fn run(
@@ -288,7 +299,10 @@ pub async fn run(
     what: &str,
     plugin_dir: Option<&Path>,
 ) -> anyhow::Result<()> {
-    run_with(store, data_dir, listen, what, plugin_dir, false, None).await
+    run_with(
+        store, data_dir, listen, what, plugin_dir, false, false, None,
+    )
+    .await
 }
 
 /// Run the API server and, given a plugin folder, the scheduler beside it,
@@ -300,6 +314,7 @@ pub async fn run_with(
     what: &str,
     plugin_dir: Option<&Path>,
     with_scheduler: bool,
+    with_controllers: bool,
     agent: Option<trellis_agent::AgentConfig>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
@@ -350,7 +365,7 @@ pub async fn run_with(
         config = config.plugins(source.clone());
     }
     // With the controllers, the namespace controller empties deleted namespaces.
-    if with_scheduler && plugin_dir.is_some_and(|d| d.join("namespace.wasm").exists()) {
+    if with_controllers && plugin_dir.is_some_and(|d| d.join("namespace.wasm").exists()) {
         config = config.external_namespace_controller();
     }
     let server = ApiServer::new(store, config)
@@ -389,7 +404,7 @@ pub async fn run_with(
             }
         })
     });
-    let controllers = plugin_dir.filter(|_| with_scheduler).map(|dir| {
+    let controllers = plugin_dir.filter(|_| with_controllers).map(|dir| {
         let task = run_controllers(
             kubeconfig_path.clone(),
             dir.to_path_buf(),
@@ -425,13 +440,7 @@ pub async fn run_with(
     };
     println!("Press Ctrl-C to stop.");
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        println!("trellis: stopping");
+        wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
     let mut rx = stop_rx.clone();

@@ -2,6 +2,7 @@
 
 mod agent;
 mod cluster;
+mod controllers;
 mod image;
 mod plugin_inspect;
 mod plugin_test;
@@ -30,6 +31,8 @@ enum Command {
     Agent(agent::Args),
     /// Run the API server on etcd (or the embedded store).
     Server(server::Args),
+    /// Run the controller runtime against an API server.
+    Controllers(controllers::Args),
     /// The node's image store: import, pull, push, list, remove.
     Image(image::Args),
     /// Work with plugin components.
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(a) => up::run(a),
         Command::Agent(a) => agent::run(a),
         Command::Server(a) => server::run(a),
+        Command::Controllers(a) => controllers::run(a),
         Command::Sim(SimCommand::Nodes(a)) => sim_nodes::run(a),
         Command::Shim(a) => shim::run(a),
         Command::Image(a) => image::run(a),

@@ -24,6 +24,9 @@ pub struct Args {
     /// Do not run the node agent (a control plane without a node).
     #[arg(long)]
     no_agent: bool,
+    /// Do not run the controller runtime (run `trellis controllers` beside it instead).
+    #[arg(long)]
+    no_controllers: bool,
     #[command(flatten)]
     agent: super::agent::AgentFlags,
 }
@@ -47,6 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "cluster (embedded store)",
             Some(&plugins),
             true,
+            !args.no_controllers,
             (!args.no_agent).then(|| args.agent.config(&dir)),
         )
         .await

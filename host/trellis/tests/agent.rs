@@ -624,3 +624,66 @@ fn kubectl_logs_follow_streams_until_the_container_ends() {
     let out = n.ok(&["logs", "-f", "ticker"]);
     assert_eq!(out, "tick 1\ntick 2\ntick 3\n");
 }
+
+#[test]
+fn a_deployment_runs_real_containers_and_a_job_completes() {
+    let Some(n) = node() else { return };
+    n.apply(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - {name: main, image: busybox, imagePullPolicy: IfNotPresent, command: [sleep, "3600"]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: count}
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: main, image: busybox, imagePullPolicy: IfNotPresent, command: [sh, -c, "echo counted"]}
+"#,
+    );
+    n.ok(&["rollout", "status", "deploy/web", "--timeout=90s"]);
+    let pods: Value =
+        serde_json::from_str(&n.ok(&["get", "pods", "-l", "app=web", "-o", "json"])).unwrap();
+    let pods = pods["items"].as_array().unwrap();
+    assert_eq!(pods.len(), 3);
+    for p in pods {
+        assert_eq!(phase(p), "Running", "{p:#}");
+        assert_eq!(p["spec"]["nodeName"], "node-a");
+        assert!(p["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()));
+    }
+    n.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/count",
+        "--timeout=90s",
+    ]);
+    let job: Value = serde_json::from_str(&n.ok(&["get", "job", "count", "-o", "json"])).unwrap();
+    assert_eq!(job["status"]["succeeded"], 3, "{job:#}");
+    assert!(job["status"]["completionTime"].is_string());
+    let logs = n.ok(&["logs", "job/count"]);
+    assert_eq!(logs, "counted\n");
+    // Deleting the Deployment stops its containers.
+    n.ok(&["delete", "deploy", "web"]);
+    n.eventually("the web pods are gone", Duration::from_secs(60), || {
+        n.ok(&["get", "pods", "-l", "app=web", "-o", "name"])
+            .trim()
+            .is_empty()
+    });
+}

@@ -39,14 +39,19 @@
 pub mod bindings;
 
 pub mod admission;
+pub mod adoption;
+pub mod config;
 pub mod controller;
+pub use trellis_types::duration;
 pub mod log;
 pub mod objects;
+pub mod placement;
 pub mod probe;
 pub mod resources;
 pub use trellis_types::quantity;
 pub mod scheduler;
 pub mod selectors;
+pub mod services;
 pub mod taints;
 
 pub use bindings::types::{

@@ -9,6 +9,32 @@ pub use trellis_types::owners::{
 };
 pub use trellis_types::time::{parse_rfc3339, rfc3339};
 
+/// A Go duration (`"500ms"`, `"1m30s"`, `"0"`; surrounding blanks ignored) in
+/// whole milliseconds, rounded to the nearest; see [`crate::duration::parse`].
+pub fn duration_ms(s: &str) -> Result<u64, String> {
+    let d = crate::duration::parse(s.trim())?;
+    Ok(u64::try_from((d.as_nanos() + 500_000) / 1_000_000).unwrap_or(u64::MAX))
+}
+
+/// A status (or any object) with null, zero, empty-list and empty-object
+/// fields dropped, as Go's `omitempty` writes it: compare two of these to
+/// tell whether a status changed, whether or not the stored one kept zeros.
+pub fn omit_empty(status: &Value) -> Map<String, Value> {
+    status
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| match v {
+            Value::Null => false,
+            Value::Number(n) => n.as_i64() != Some(0),
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            _ => true,
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 use crate::KindRef;
 
 /// `metadata.name` ("" when missing).
@@ -289,6 +315,24 @@ mod tests {
         assert!(pod_is_available(&pod, 10, 1010));
         assert!(pod_is_active(&pod));
         assert!(!pod_is_active(&json!({"status": {"phase": "Failed"}})));
+    }
+
+    #[test]
+    fn durations_in_millis() {
+        assert_eq!(duration_ms("40s"), Ok(40_000));
+        assert_eq!(duration_ms(" 1m0s "), Ok(60_000));
+        assert_eq!(duration_ms("1.5h"), Ok(5_400_000));
+        assert_eq!(duration_ms("1500us"), Ok(2));
+        assert_eq!(duration_ms("0"), Ok(0));
+        assert!(duration_ms("5").is_err());
+        assert!(duration_ms("s").is_err());
+        assert!(duration_ms("").is_err());
+    }
+
+    #[test]
+    fn omitempty() {
+        let s = omit_empty(&json!({"replicas": 0, "a": null, "b": [], "c": {}, "d": 1, "e": ""}));
+        assert_eq!(Value::Object(s), json!({"d": 1, "e": ""}));
     }
 
     #[test]

@@ -219,12 +219,17 @@ pub async fn run_controllers(
     kubeconfig: PathBuf,
     plugin_dir: PathBuf,
     source: trellis_plugin_host::PluginSource,
+    options: trellis_controllers::Options,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let client = trellis_client::Client::from_kubeconfig(&kubeconfig)?;
     bootstrap_controllers(&client, &plugin_dir).await?;
     loop {
-        let manager = trellis_controllers::ControllerManager::new(client.clone(), source.clone());
+        let manager = trellis_controllers::ControllerManager::with_options(
+            client.clone(),
+            source.clone(),
+            options.clone(),
+        );
         let mut rx = stop.clone();
         match manager
             .run(async move {
@@ -409,6 +414,7 @@ pub async fn run_with(
             kubeconfig_path.clone(),
             dir.to_path_buf(),
             source.clone().expect("made with the plugin dir"),
+            trellis_controllers::Options::default(),
             stop_rx.clone(),
         );
         tokio::spawn(async move {

@@ -20,6 +20,13 @@ pub struct Args {
     /// Where compiled components are cached [default: none, compile on each start].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// How often each controller's state is written to its Plugin status.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    status_interval: std::time::Duration,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    trellis_types::duration::parse(s)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -46,7 +53,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "trellis: controller runtime against {}",
             kubeconfig.display()
         );
-        super::cluster::run_controllers(kubeconfig, plugin_dir, source, stop_rx).await
+        let options = trellis_controllers::Options {
+            status_interval: args.status_interval,
+            ..Default::default()
+        };
+        super::cluster::run_controllers(kubeconfig, plugin_dir, source, options, stop_rx).await
     })?;
     println!("trellis: stopped");
     Ok(ExitCode::SUCCESS)

@@ -553,22 +553,7 @@ impl Controller for CronJobController {
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {
-        let v: Value = serde_json::from_str(if config.trim().is_empty() {
-            "{}"
-        } else {
-            config
-        })
-        .map_err(|e| PluginError::InvalidConfig(format!("invalid JSON: {e}")))?;
-        match v.as_object() {
-            Some(m) if m.is_empty() => Ok(()),
-            Some(m) => Err(PluginError::InvalidConfig(format!(
-                "unknown key {:?}: the cronjob controller takes no configuration",
-                m.keys().next().expect("not empty")
-            ))),
-            None => Err(PluginError::InvalidConfig(
-                "the configuration must be a JSON object".into(),
-            )),
-        }
+        trellis_sdk::config::none(config, "cronjob")
     }
 
     fn reconcile(&mut self, key: ObjectKey) -> Result<Action, PluginError> {

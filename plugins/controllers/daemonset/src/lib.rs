@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 use trellis_sdk::controller::kinds::{daemon_set, node, pod};
 use trellis_sdk::controller::*;
-use trellis_sdk::objects;
+use trellis_sdk::{adoption, objects};
 
 pub mod predicates;
 mod update;
@@ -143,38 +143,13 @@ pub(crate) fn sort_pods(pods: &mut [Value]) {
 /// matches and releasing owned pods it no longer matches.
 fn claim_pods(api: &impl Api, ds: &Value) -> Result<Vec<Value>, PluginError> {
     let selector = &ds["spec"]["selector"];
-    let uid = objects::uid(ds);
-    let mut out = Vec::new();
-    for p in api
+    let pods = api
         .list(&pod(), objects::namespace(ds), "")
-        .map_err(internal)?
-    {
-        let matches = objects::object_matches(selector, &p).unwrap_or(false);
-        let refs = p["metadata"]["ownerReferences"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if objects::is_controlled_by(&p, uid) {
-            if matches {
-                out.push(p);
-            } else if !objects::is_deleting(&p) {
-                let kept: Vec<Value> = refs.into_iter().filter(|r| r["uid"] != uid).collect();
-                patch_owners(api, &p, kept)?;
-            }
-        } else if matches && objects::controller_ref(&p).is_none() && !objects::is_deleting(&p) {
-            let mut refs = refs;
-            refs.push(objects::controller_owner_ref(ds, &daemon_set()));
-            out.push(patch_owners(api, &p, refs)?);
-        }
-    }
-    Ok(out)
-}
-
-fn patch_owners(api: &impl Api, p: &Value, refs: Vec<Value>) -> Result<Value, PluginError> {
-    let patch = json!({"metadata": {"ownerReferences": refs,
-                                    "resourceVersion": p["metadata"]["resourceVersion"]}});
-    api.merge_patch(&pod(), objects::namespace(p), objects::name(p), &patch)
-        .map_err(internal)
+        .map_err(internal)?;
+    adoption::claim(api, &pod(), ds, &daemon_set(), pods, |p| {
+        objects::object_matches(selector, p).unwrap_or(false)
+    })
+    .map_err(internal)
 }
 
 /// The DaemonSet's pods as the status sees them again after writes (no claims).
@@ -534,22 +509,7 @@ impl Controller for DaemonSets {
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {
-        let v: Value = if config.trim().is_empty() {
-            json!({})
-        } else {
-            serde_json::from_str(config)
-                .map_err(|e| PluginError::InvalidConfig(format!("invalid JSON: {e}")))?
-        };
-        match v.as_object() {
-            Some(m) if m.is_empty() => Ok(()),
-            Some(m) => Err(PluginError::InvalidConfig(format!(
-                "unknown keys {:?}: the daemonset controller takes no configuration",
-                m.keys().collect::<Vec<_>>()
-            ))),
-            None => Err(PluginError::InvalidConfig(
-                "the configuration must be an object".into(),
-            )),
-        }
+        trellis_sdk::config::none(config, "daemonset")
     }
 
     fn reconcile(&mut self, key: ObjectKey) -> Result<Action, PluginError> {

@@ -2,12 +2,10 @@
 //! (node selector, required node affinity, and NoSchedule/NoExecute taints
 //! against the template's tolerations plus the ones every daemon pod gets),
 //! and the node affinity the controller pins each pod to its node with.
-//! JSON versions of the SDK's typed `selectors`/`taints` helpers.
+//! Matching itself is the SDK's `placement`.
 
-use serde_json::{json, Map, Value};
-
-/// `metav1.ObjectNameField`: the field a daemon pod's affinity pins.
-pub const NODE_NAME_FIELD: &str = "metadata.name";
+use serde_json::{json, Value};
+use trellis_sdk::placement::{fits_node_affinity, has_untolerated, NODE_NAME_FIELD};
 
 /// The tolerations upstream's `AddOrUpdateDaemonPodTolerations` gives every
 /// daemon pod (network-unavailable only to host-network pods).
@@ -56,100 +54,6 @@ pub fn add_daemon_tolerations(spec: &mut Value) {
         }
     }
     spec["tolerations"] = Value::Array(tols);
-}
-
-/// Upstream's `Toleration.ToleratesTaint`.
-pub fn tolerates(toleration: &Value, taint: &Value) -> bool {
-    let effect = text(toleration, "effect");
-    if !effect.is_empty() && effect != text(taint, "effect") {
-        return false;
-    }
-    let key = text(toleration, "key");
-    if !key.is_empty() && key != text(taint, "key") {
-        return false;
-    }
-    match text(toleration, "operator") {
-        "" | "Equal" => text(toleration, "value") == text(taint, "value"),
-        "Exists" => true,
-        _ => false,
-    }
-}
-
-fn label<'a>(labels: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    labels.get(key).and_then(Value::as_str)
-}
-
-/// One `NodeSelectorRequirement` against a set of labels (or fields).
-fn requirement_matches(req: &Value, labels: &Map<String, Value>) -> bool {
-    let value = label(labels, text(req, "key"));
-    let values: Vec<&str> = req["values"]
-        .as_array()
-        .map(|vs| vs.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    match text(req, "operator") {
-        "In" => value.is_some_and(|v| values.contains(&v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(&v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        op @ ("Gt" | "Lt") => {
-            let (Some(v), [bound]) = (value, values.as_slice()) else {
-                return false;
-            };
-            match (v.parse::<i64>(), bound.parse::<i64>()) {
-                (Ok(v), Ok(b)) if op == "Gt" => v > b,
-                (Ok(v), Ok(b)) => v < b,
-                _ => false,
-            }
-        }
-        _ => false,
-    }
-}
-
-/// One `NodeSelectorTerm`: every expression and field requirement holds; an
-/// empty term matches nothing, as upstream.
-fn term_matches(term: &Value, labels: &Map<String, Value>, node_name: &str) -> bool {
-    let exprs = term["matchExpressions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let fields_req = term["matchFields"].as_array().cloned().unwrap_or_default();
-    if exprs.is_empty() && fields_req.is_empty() {
-        return false;
-    }
-    let mut fields = Map::new();
-    fields.insert(NODE_NAME_FIELD.into(), json!(node_name));
-    exprs.iter().all(|r| requirement_matches(r, labels))
-        && fields_req.iter().all(|r| requirement_matches(r, &fields))
-}
-
-/// Upstream's `fitsNodeAffinity`: the pod spec's `nodeSelector` and its
-/// required node affinity (any of the terms) match the node.
-pub fn fits_node_affinity(spec: &Value, node: &Value) -> bool {
-    let labels = trellis_sdk::objects::labels(node);
-    let node_name = trellis_sdk::objects::name(node);
-    if let Some(sel) = spec["nodeSelector"].as_object() {
-        if !sel.iter().all(|(k, v)| label(&labels, k) == v.as_str()) {
-            return false;
-        }
-    }
-    let required =
-        &spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
-    if required.is_null() {
-        return true;
-    }
-    required["nodeSelectorTerms"]
-        .as_array()
-        .is_some_and(|terms| terms.iter().any(|t| term_matches(t, &labels, node_name)))
-}
-
-/// Whether some taint of the node with one of `effects` is tolerated by none of `tolerations`.
-fn has_untolerated(node: &Value, tolerations: &[Value], effects: &[&str]) -> bool {
-    node["spec"]["taints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| effects.contains(&text(t, "effect")))
-        .any(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
 }
 
 /// Upstream's `NodeShouldRunDaemonPod`: `(should_run, should_continue_running)`.
@@ -218,41 +122,6 @@ mod tests {
 
     fn node(labels: Value, taints: Value) -> Value {
         json!({"metadata": {"name": "n1", "labels": labels}, "spec": {"taints": taints}})
-    }
-
-    #[test]
-    fn selectors_and_affinity() {
-        let n = node(json!({"disk": "ssd", "gen": "5"}), json!([]));
-        assert!(fits_node_affinity(&json!({}), &n));
-        assert!(fits_node_affinity(
-            &json!({"nodeSelector": {"disk": "ssd"}}),
-            &n
-        ));
-        assert!(!fits_node_affinity(
-            &json!({"nodeSelector": {"disk": "hdd"}}),
-            &n
-        ));
-        let aff = |term: Value| {
-            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
-                {"nodeSelectorTerms": [term]}}}})
-        };
-        assert!(fits_node_affinity(
-            &aff(json!({"matchExpressions": [{"key": "gen", "operator": "Gt", "values": ["4"]}]})),
-            &n
-        ));
-        assert!(!fits_node_affinity(
-            &aff(
-                json!({"matchExpressions": [{"key": "disk", "operator": "NotIn", "values": ["ssd"]}]})
-            ),
-            &n
-        ));
-        assert!(fits_node_affinity(
-            &aff(
-                json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]})
-            ),
-            &n
-        ));
-        assert!(!fits_node_affinity(&aff(json!({})), &n));
     }
 
     #[test]

@@ -38,7 +38,7 @@ use std::cmp::Ordering;
 use serde_json::{json, Map, Value};
 use trellis_sdk::controller::kinds::{deployment, replica_set};
 use trellis_sdk::controller::*;
-use trellis_sdk::objects;
+use trellis_sdk::{adoption, objects};
 
 /// The `source.component` of the events this controller records.
 pub const COMPONENT: &str = "deployment-controller";
@@ -357,24 +357,6 @@ fn set_condition(status: &mut Value, mut cond: Value) {
         .push(cond);
 }
 
-/// A status with zero, null and empty fields dropped (Go's omitempty), so
-/// statuses stored with or without them compare equal.
-fn normalized(status: &Value) -> Map<String, Value> {
-    status
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, v)| match v {
-            Value::Null => false,
-            Value::Number(n) => n.as_i64() != Some(0),
-            Value::Array(a) => !a.is_empty(),
-            Value::Object(o) => !o.is_empty(),
-            _ => true,
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
 /// Upstream's `DeploymentComplete`.
 fn deployment_complete(d: &Value, status: &Value) -> bool {
     let want = spec_replicas(d);
@@ -531,57 +513,20 @@ impl<A: Api> Sync<'_, A> {
     /// and selects, after adopting matching orphans and releasing the ones
     /// that stopped matching (neither while the Deployment is being deleted).
     fn claim_replica_sets(&self) -> Result<Vec<Value>, PluginError> {
-        let ns = self.ns();
-        let uid = objects::uid(&self.d);
-        let deleting = objects::is_deleting(&self.d);
         let selector = &self.d["spec"]["selector"];
-        let mut out = Vec::new();
-        for rs in self.api.list(&replica_set(), &ns, "").map_err(internal)? {
-            let matches = objects::object_matches(selector, &rs).unwrap_or(false);
-            let refs = || {
-                rs["metadata"]["ownerReferences"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            match objects::controller_ref(&rs) {
-                Some(r) if r["uid"] != uid => {}
-                Some(_) if matches => out.push(rs),
-                Some(_) => {
-                    if deleting {
-                        continue;
-                    }
-                    let kept: Vec<Value> = refs().into_iter().filter(|r| r["uid"] != uid).collect();
-                    let patch = json!({"metadata": {"ownerReferences": kept,
-                        "resourceVersion": rs["metadata"]["resourceVersion"]}});
-                    match self
-                        .api
-                        .merge_patch(&replica_set(), &ns, objects::name(&rs), &patch)
-                    {
-                        Ok(_) | Err(ObjectError::NotFound) => {}
-                        Err(e) => return Err(internal(e)),
-                    }
-                }
-                None => {
-                    if deleting || !matches || objects::is_deleting(&rs) {
-                        continue;
-                    }
-                    let mut all = refs();
-                    all.push(objects::controller_owner_ref(&self.d, &deployment()));
-                    let patch = json!({"metadata": {"ownerReferences": all,
-                        "resourceVersion": rs["metadata"]["resourceVersion"]}});
-                    match self
-                        .api
-                        .merge_patch(&replica_set(), &ns, objects::name(&rs), &patch)
-                    {
-                        Ok(adopted) => out.push(adopted),
-                        Err(ObjectError::NotFound) => {}
-                        Err(e) => return Err(internal(e)),
-                    }
-                }
-            }
-        }
-        Ok(out)
+        let all = self
+            .api
+            .list(&replica_set(), &self.ns(), "")
+            .map_err(internal)?;
+        adoption::claim(
+            self.api,
+            &replica_set(),
+            &self.d,
+            &deployment(),
+            all,
+            |rs| objects::object_matches(selector, rs).unwrap_or(false),
+        )
+        .map_err(internal)
     }
 
     /// Upstream's `checkPausedConditions`.
@@ -1116,7 +1061,7 @@ impl<A: Api> Sync<'_, A> {
     /// Upstream's `syncDeploymentStatus`.
     fn sync_status(&mut self, new_rs: Option<&Value>, old: &[Value]) -> Result<(), PluginError> {
         let st = self.calculate_status(new_rs, old);
-        if normalized(&st) != normalized(&self.d["status"]) {
+        if objects::omit_empty(&st) != objects::omit_empty(&self.d["status"]) {
             self.write_status(st)?;
         }
         Ok(())
@@ -1197,7 +1142,7 @@ impl<A: Api> Sync<'_, A> {
             }
             None => remove_condition(&mut st, "ReplicaFailure"),
         }
-        if normalized(&st) != normalized(&self.d["status"]) {
+        if objects::omit_empty(&st) != objects::omit_empty(&self.d["status"]) {
             self.write_status(st)?;
         }
         Ok(())
@@ -1289,22 +1234,7 @@ impl Controller for Deployments {
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {
-        let v: Value = if config.trim().is_empty() {
-            json!({})
-        } else {
-            serde_json::from_str(config)
-                .map_err(|e| PluginError::InvalidConfig(format!("not JSON: {e}")))?
-        };
-        match v.as_object() {
-            Some(o) if o.is_empty() => Ok(()),
-            Some(o) => Err(PluginError::InvalidConfig(format!(
-                "unknown configuration key {:?}: the deployment controller takes none",
-                o.keys().next().expect("a key")
-            ))),
-            None => Err(PluginError::InvalidConfig(
-                "the configuration must be a JSON object".into(),
-            )),
-        }
+        trellis_sdk::config::none(config, "deployment")
     }
 
     fn reconcile(&mut self, key: ObjectKey) -> Result<Action, PluginError> {

@@ -21,8 +21,6 @@
 //! since 1.33) and `service.kubernetes.io/headless` for headless Services;
 //! only Endpoints with that managed-by label are ever deleted.
 
-mod service_pods;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
@@ -30,7 +28,7 @@ use trellis_sdk::controller::kinds::{endpoints, pod, service};
 use trellis_sdk::controller::*;
 use trellis_sdk::objects;
 
-use service_pods::*;
+use trellis_sdk::services::*;
 
 /// Upstream's `LabelManagedBy`.
 pub const LABEL_MANAGED_BY: &str = "endpoints.kubernetes.io/managed-by";
@@ -38,8 +36,6 @@ pub const LABEL_MANAGED_BY: &str = "endpoints.kubernetes.io/managed-by";
 pub const CONTROLLER_NAME: &str = "endpoint-controller";
 /// `v1.IsHeadlessService`.
 pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
-/// `v1.EndpointsLastChangeTriggerTime`.
-pub const ANNOTATION_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
 /// The controller.
 #[derive(Default)]
@@ -316,20 +312,7 @@ pub fn sync_service(api: &impl Api, ns: &str, name: &str) -> Result<(), PluginEr
     let svc_trigger =
         objects::parse_rfc3339(svc["metadata"]["creationTimestamp"].as_str().unwrap_or(""));
     let trigger = pod_trigger.into_iter().chain(svc_trigger).max();
-    if !ep["metadata"]["annotations"].is_object() {
-        ep["metadata"]["annotations"] = json!({});
-    }
-    let ann = ep["metadata"]["annotations"]
-        .as_object_mut()
-        .expect("an object");
-    match trigger {
-        Some(t) => {
-            ann.insert(ANNOTATION_TRIGGER_TIME.into(), json!(objects::rfc3339(t)));
-        }
-        None => {
-            ann.remove(ANNOTATION_TRIGGER_TIME);
-        }
-    }
+    set_trigger_time(&mut ep, trigger);
     if current.is_some() {
         api.update(&endpoints(), ns, &ep).map_err(internal)?;
     } else {
@@ -364,14 +347,7 @@ impl Controller for EndpointsController {
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {
-        match serde_json::from_str::<Value>(config) {
-            Ok(Value::Object(m)) if m.is_empty() => Ok(()),
-            Ok(Value::Null) => Ok(()),
-            _ if config.trim().is_empty() => Ok(()),
-            _ => Err(PluginError::InvalidConfig(
-                "the endpoint controller takes no configuration".into(),
-            )),
-        }
+        trellis_sdk::config::none(config, "endpoint")
     }
 
     fn reconcile(&mut self, key: ObjectKey) -> Result<Action, PluginError> {

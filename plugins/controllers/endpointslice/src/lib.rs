@@ -22,8 +22,6 @@
 //! slices list a pod named `name` (a deleted or relabelled pod). That costs a
 //! list of the namespace's Services and managed slices from the cache per key.
 
-mod service_pods;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
@@ -31,7 +29,7 @@ use trellis_sdk::controller::kinds::{endpoint_slice, node, pod, service};
 use trellis_sdk::controller::*;
 use trellis_sdk::objects;
 
-use service_pods::*;
+use trellis_sdk::services::*;
 
 /// `discovery.LabelServiceName`.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -41,8 +39,6 @@ pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 pub const CONTROLLER_NAME: &str = "endpointslice-controller.k8s.io";
 /// `v1.IsHeadlessService`.
 pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
-/// `v1.EndpointsLastChangeTriggerTime`.
-pub const ANNOTATION_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 /// `v1.LabelTopologyZone`, copied from the pod's node into `zone`.
 const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
 
@@ -459,28 +455,6 @@ fn reconcile_address_type(
     }
     plan.delete = deletes;
     plan
-}
-
-fn set_trigger_time(slice: &mut Value, trigger: Option<i64>) {
-    if !slice["metadata"]["annotations"].is_object() {
-        slice["metadata"]["annotations"] = json!({});
-    }
-    let ann = slice["metadata"]["annotations"]
-        .as_object_mut()
-        .expect("an object");
-    match trigger {
-        Some(t) => {
-            ann.insert(ANNOTATION_TRIGGER_TIME.into(), json!(objects::rfc3339(t)));
-        }
-        None => {
-            ann.remove(ANNOTATION_TRIGGER_TIME);
-        }
-    }
-    if ann.is_empty() {
-        if let Some(m) = slice["metadata"].as_object_mut() {
-            m.remove("annotations");
-        }
-    }
 }
 
 /// Upstream's `syncService` for the Service `ns/name`.

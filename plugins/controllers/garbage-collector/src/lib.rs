@@ -129,40 +129,6 @@ fn kind_of(v: &Value, what: &str, extra: &[&str]) -> Result<KindRef, PluginError
     ))
 }
 
-/// A Go duration ("1s", "500ms", "1m30s") in milliseconds.
-pub fn parse_duration_ms(s: &str) -> Option<u64> {
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Some(0);
-    }
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ns" => 1e-6,
-            "us" | "µs" => 1e-3,
-            "ms" => 1.0,
-            "s" => 1e3,
-            "m" => 60e3,
-            "h" => 3600e3,
-            _ => return None,
-        };
-        total += value * unit;
-        rest = &rest[u..];
-    }
-    Some(total.round() as u64)
-}
-
 impl Config {
     /// Parse and check the JSON config.
     pub fn parse(text: &str) -> Result<Self, PluginError> {
@@ -201,8 +167,9 @@ impl Config {
         }
         let recheck_ms = match m.get("recheckInterval") {
             None | Some(Value::Null) => 1000,
-            Some(Value::String(s)) => parse_duration_ms(s)
-                .ok_or_else(|| invalid(format!("recheckInterval: {s:?} is not a duration")))?,
+            Some(Value::String(s)) => {
+                objects::duration_ms(s).map_err(|e| invalid(format!("recheckInterval: {e}")))?
+            }
             Some(_) => {
                 return Err(invalid(
                     "recheckInterval: expected a duration such as \"1s\"",

@@ -81,7 +81,8 @@ impl Config {
         for (k, val) in obj {
             let ms = || {
                 val.as_str()
-                    .and_then(parse_duration)
+                    .and_then(|s| objects::duration_ms(s).ok())
+                    .and_then(|ms| i64::try_from(ms).ok())
                     .ok_or_else(|| bad(format!("{k}: not a duration such as \"10s\": {val}")))
             };
             match k.as_str() {
@@ -92,41 +93,6 @@ impl Config {
         }
         Ok(cfg)
     }
-}
-
-/// A Go duration ("10s", "1m30s", "500ms", "0") in milliseconds.
-pub fn parse_duration(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(0);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ns" => 1e-6,
-            "us" | "µs" => 1e-3,
-            "ms" => 1.0,
-            "s" => 1e3,
-            "m" => 60e3,
-            "h" => 3600e3,
-            _ => return None,
-        };
-        rest = &rest[u..];
-        total += value * unit;
-    }
-    Some(total.round() as i64)
 }
 
 /// The controller.

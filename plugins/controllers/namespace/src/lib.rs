@@ -120,40 +120,6 @@ fn only_keys(v: &Map<String, Value>, keys: &[&str], what: &str) -> Result<(), Pl
     }
 }
 
-/// A Go duration ("1s", "500ms", "1m30s") in milliseconds.
-pub fn parse_duration_ms(s: &str) -> Option<u64> {
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ns" => 1e-6,
-            "us" | "µs" => 1e-3,
-            "ms" => 1.0,
-            "s" => 1e3,
-            "m" => 60e3,
-            "h" => 3600e3,
-            _ => return None,
-        };
-        total += value * unit;
-        rest = &rest[u..];
-    }
-    Some(total.round() as u64)
-}
-
 impl Config {
     /// Parse and check the JSON config (`{}` gives the defaults).
     pub fn parse(text: &str) -> Result<Self, PluginError> {
@@ -177,8 +143,8 @@ impl Config {
         match m.get("recheckInterval") {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) => {
-                cfg.recheck_ms = parse_duration_ms(s)
-                    .ok_or_else(|| invalid(format!("recheckInterval: {s:?} is not a duration")))?
+                cfg.recheck_ms =
+                    objects::duration_ms(s).map_err(|e| invalid(format!("recheckInterval: {e}")))?
             }
             Some(_) => {
                 return Err(invalid(

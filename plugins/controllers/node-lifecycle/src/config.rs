@@ -37,41 +37,6 @@ fn bad(m: String) -> PluginError {
     PluginError::InvalidConfig(m)
 }
 
-/// A Go duration ("300ms", "1.5h", "1m30s") in milliseconds.
-pub fn parse_duration_ms(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(0);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let n: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let ms = match &rest[..unit_len] {
-            "ns" => 1e-6,
-            "us" | "µs" => 1e-3,
-            "ms" => 1.0,
-            "s" => 1e3,
-            "m" => 60e3,
-            "h" => 3600e3,
-            _ => return None,
-        };
-        total += n * ms;
-        rest = &rest[unit_len..];
-    }
-    Some(total.round() as i64)
-}
-
 impl Config {
     /// Parse the JSON configuration (`{}` or empty: the defaults).
     pub fn parse(text: &str) -> Result<Self, PluginError> {
@@ -85,7 +50,8 @@ impl Config {
         };
         let duration = |k: &str, v: &Value| {
             v.as_str()
-                .and_then(parse_duration_ms)
+                .and_then(|s| trellis_sdk::objects::duration_ms(s).ok())
+                .and_then(|ms| i64::try_from(ms).ok())
                 .filter(|ms| *ms > 0)
                 .ok_or_else(|| bad(format!("{k} must be a positive duration such as \"40s\"")))
         };
@@ -113,18 +79,18 @@ mod tests {
 
     #[test]
     fn durations_and_keys() {
-        assert_eq!(parse_duration_ms("40s"), Some(40_000));
-        assert_eq!(parse_duration_ms("1m0s"), Some(60_000));
-        assert_eq!(parse_duration_ms("1.5h"), Some(5_400_000));
-        assert_eq!(parse_duration_ms("250ms"), Some(250));
-        assert_eq!(parse_duration_ms("5"), None);
-        assert_eq!(parse_duration_ms("s"), None);
         assert_eq!(Config::parse("{}").unwrap(), Config::default());
         let c =
             Config::parse(r#"{"nodeMonitorGracePeriod": "2s", "defaultTolerationSeconds": 10}"#)
                 .unwrap();
         assert_eq!(c.node_monitor_grace_period_ms, 2_000);
         assert_eq!(c.default_toleration_seconds, 10);
+        let c = Config::parse(r#"{"nodeMonitorPeriod": "1m0s", "nodeStartupGracePeriod": "1.5h"}"#)
+            .unwrap();
+        assert_eq!(c.node_monitor_period_ms, 60_000);
+        assert_eq!(c.node_startup_grace_period_ms, 5_400_000);
+        assert!(Config::parse(r#"{"nodeMonitorPeriod": "5"}"#).is_err());
+        assert!(Config::parse(r#"{"nodeMonitorPeriod": "0"}"#).is_err());
         assert!(Config::parse(r#"{"podEvictionTimeout": "5m"}"#).is_err());
         assert!(Config::parse(r#"{"nodeMonitorGracePeriod": 40}"#).is_err());
     }

@@ -12,29 +12,12 @@ use serde_json::{json, Value};
 use trellis_sdk::controller::kinds::pod;
 use trellis_sdk::controller::*;
 use trellis_sdk::objects;
+use trellis_sdk::placement::tolerates;
 
 use crate::{internal, TAINT_NOT_READY, TAINT_UNREACHABLE};
 
 /// The component named in eviction events (upstream's since 1.29).
 pub const EVICTION_COMPONENT: &str = "taint-eviction-controller";
-
-/// Upstream's `Toleration.ToleratesTaint`.
-pub fn tolerates(tol: &Value, taint: &Value) -> bool {
-    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let effect = s(&tol["effect"]);
-    if !effect.is_empty() && effect != s(&taint["effect"]) {
-        return false;
-    }
-    let key = s(&tol["key"]);
-    if !key.is_empty() && key != s(&taint["key"]) {
-        return false;
-    }
-    match s(&tol["operator"]).as_str() {
-        "" | "Equal" => s(&tol["value"]) == s(&taint["value"]),
-        "Exists" => true,
-        _ => false,
-    }
-}
 
 /// The pod's tolerations plus those upstream's DefaultTolerationSeconds
 /// admission would have added: not-ready and unreachable `NoExecute` for
@@ -156,19 +139,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn toleration_matching_and_defaults() {
-        let taint = json!({"key": "k", "value": "v", "effect": "NoExecute"});
-        assert!(tolerates(&json!({"key": "k", "value": "v"}), &taint));
-        assert!(tolerates(
-            &json!({"key": "k", "operator": "Exists", "effect": "NoExecute"}),
-            &taint
-        ));
-        assert!(tolerates(&json!({"operator": "Exists"}), &taint));
-        assert!(!tolerates(&json!({"key": "k", "value": "w"}), &taint));
-        assert!(!tolerates(
-            &json!({"key": "k", "operator": "Exists", "effect": "NoSchedule"}),
-            &taint
-        ));
+    fn default_tolerations() {
         let none = json!({"spec": {}});
         assert_eq!(effective_tolerations(&none, 300).len(), 2);
         let all = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Map, Value};
 use trellis_sdk::controller::kinds::{pod, replica_set};
 use trellis_sdk::controller::*;
-use trellis_sdk::objects;
+use trellis_sdk::{adoption, objects};
 
 /// The `source.component` of the events this controller records.
 pub const COMPONENT: &str = "replicaset-controller";
@@ -151,7 +151,7 @@ pub fn reconcile(api: &impl Api, cfg: &Config, key: &ObjectKey) -> Result<Action
     };
 
     let status = calculate_status(&rs, &pods, manage_err.as_deref(), diff, api.now());
-    if normalized(&rs["status"]) != normalized(&status) {
+    if objects::omit_empty(&rs["status"]) != objects::omit_empty(&status) {
         let mut updated = rs.clone();
         updated["status"] = status;
         match api.update_status(&replica_set(), ns, &updated) {
@@ -170,53 +170,12 @@ pub fn reconcile(api: &impl Api, cfg: &Config, key: &ObjectKey) -> Result<Action
 /// selector matches, after adopting matching orphans and releasing its pods
 /// that no longer match (neither while the ReplicaSet is being deleted).
 fn claim_pods(api: &impl Api, rs: &Value, active: &[&Value]) -> Result<Vec<Value>, PluginError> {
-    let uid = objects::uid(rs);
-    let deleting = objects::is_deleting(rs);
-    let ns = objects::namespace(rs);
-    let mut claimed = Vec::new();
-    for p in active {
-        let matches = objects::object_matches(&rs["spec"]["selector"], p).unwrap_or(false);
-        match objects::controller_ref(p) {
-            Some(r) if r["uid"] != uid => {}
-            Some(_) if matches => claimed.push((*p).clone()),
-            Some(_) => {
-                if deleting {
-                    continue;
-                }
-                let refs: Vec<Value> = p["metadata"]["ownerReferences"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|r| r["uid"] != uid)
-                    .cloned()
-                    .collect();
-                let patch = json!({"metadata": {"ownerReferences": refs,
-                    "resourceVersion": p["metadata"]["resourceVersion"]}});
-                match api.merge_patch(&pod(), ns, objects::name(p), &patch) {
-                    Ok(_) | Err(ObjectError::NotFound) => {}
-                    Err(e) => return Err(internal(e)),
-                }
-            }
-            None => {
-                if deleting || !matches || objects::is_deleting(p) || objects::namespace(p) != ns {
-                    continue;
-                }
-                let mut refs = p["metadata"]["ownerReferences"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
-                refs.push(objects::controller_owner_ref(rs, &replica_set()));
-                let patch = json!({"metadata": {"ownerReferences": refs,
-                    "resourceVersion": p["metadata"]["resourceVersion"]}});
-                match api.merge_patch(&pod(), ns, objects::name(p), &patch) {
-                    Ok(adopted) => claimed.push(adopted),
-                    Err(ObjectError::NotFound) => {}
-                    Err(e) => return Err(internal(e)),
-                }
-            }
-        }
-    }
-    Ok(claimed)
+    let selector = &rs["spec"]["selector"];
+    let candidates = active.iter().map(|p| (*p).clone());
+    adoption::claim(api, &pod(), rs, &replica_set(), candidates, |p| {
+        objects::object_matches(selector, p).unwrap_or(false)
+    })
+    .map_err(internal)
 }
 
 /// A new pod from the ReplicaSet's template (upstream's `GetPodFromTemplate`).
@@ -532,24 +491,6 @@ fn calculate_status(
         status.insert("conditions".into(), json!(conditions));
     }
     Value::Object(status)
-}
-
-/// A status with zero, null and empty fields dropped, so a status the API
-/// server stored with or without Go's omitted zeros compares equal.
-fn normalized(status: &Value) -> Map<String, Value> {
-    status
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, v)| match v {
-            Value::Null => false,
-            Value::Number(n) => n.as_i64() != Some(0),
-            Value::Array(a) => !a.is_empty(),
-            Value::Object(o) => !o.is_empty(),
-            _ => true,
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 /// Milliseconds until the next ready pod becomes available (minReadySeconds).

@@ -24,7 +24,7 @@
 use serde_json::{json, Value};
 use trellis_sdk::controller::kinds::{persistent_volume_claim, pod, stateful_set};
 use trellis_sdk::controller::*;
-use trellis_sdk::objects;
+use trellis_sdk::{adoption, objects};
 
 pub mod identity;
 pub mod revisions;
@@ -192,43 +192,13 @@ fn start_ordinal(set: &Value) -> i64 {
 /// Upstream's `ClaimPods` with `isMemberOf`: adopt orphans, release strays.
 fn claim_pods(api: &impl Api, set: &Value) -> Result<Vec<Value>, PluginError> {
     let selector = &set["spec"]["selector"];
-    let uid = objects::uid(set);
-    let mut out = Vec::new();
-    for p in api
+    let pods = api
         .list(&pod(), objects::namespace(set), "")
-        .map_err(internal)?
-    {
-        let matches = objects::object_matches(selector, &p).unwrap_or(false)
-            && identity::is_member_of(set, &p);
-        let refs = p["metadata"]["ownerReferences"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if objects::is_controlled_by(&p, uid) {
-            if matches {
-                out.push(p);
-            } else if !objects::is_deleting(&p) && !objects::is_deleting(set) {
-                let kept: Vec<Value> = refs.into_iter().filter(|r| r["uid"] != uid).collect();
-                patch_owners(api, &p, kept)?;
-            }
-        } else if matches
-            && objects::controller_ref(&p).is_none()
-            && !objects::is_deleting(&p)
-            && !objects::is_deleting(set)
-        {
-            let mut refs = refs;
-            refs.push(objects::controller_owner_ref(set, &stateful_set()));
-            out.push(patch_owners(api, &p, refs)?);
-        }
-    }
-    Ok(out)
-}
-
-fn patch_owners(api: &impl Api, p: &Value, refs: Vec<Value>) -> Result<Value, PluginError> {
-    let patch = json!({"metadata": {"ownerReferences": refs,
-                                    "resourceVersion": p["metadata"]["resourceVersion"]}});
-    api.merge_patch(&pod(), objects::namespace(p), objects::name(p), &patch)
-        .map_err(internal)
+        .map_err(internal)?;
+    adoption::claim(api, &pod(), set, &stateful_set(), pods, |p| {
+        objects::object_matches(selector, p).unwrap_or(false) && identity::is_member_of(set, p)
+    })
+    .map_err(internal)
 }
 
 fn sync(api: &impl Api, set: &Value) -> Result<Action, PluginError> {
@@ -614,22 +584,7 @@ impl Controller for StatefulSets {
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {
-        let v: Value = if config.trim().is_empty() {
-            json!({})
-        } else {
-            serde_json::from_str(config)
-                .map_err(|e| PluginError::InvalidConfig(format!("invalid JSON: {e}")))?
-        };
-        match v.as_object() {
-            Some(m) if m.is_empty() => Ok(()),
-            Some(m) => Err(PluginError::InvalidConfig(format!(
-                "unknown keys {:?}: the statefulset controller takes no configuration",
-                m.keys().collect::<Vec<_>>()
-            ))),
-            None => Err(PluginError::InvalidConfig(
-                "the configuration must be an object".into(),
-            )),
-        }
+        trellis_sdk::config::none(config, "statefulset")
     }
 
     fn reconcile(&mut self, key: ObjectKey) -> Result<Action, PluginError> {

@@ -1,10 +1,40 @@
 //! Which pods back a Service and on which ports, as upstream's
-//! `endpointsliceutil` and `podutil.FindPort` decide it. The Endpoints
-//! controller carries the same module (plus `primary_ip_family`); the SDK
-//! should own it one day.
+//! `endpointsliceutil` and `podutil.FindPort` decide it: the shared part of
+//! the Endpoints and EndpointSlice controllers.
 
+use crate::objects;
 use serde_json::{Map, Value};
-use trellis_sdk::objects;
+
+/// `v1.EndpointsLastChangeTriggerTime`: when the last change that this
+/// Endpoints (or EndpointSlice) object reflects happened.
+pub const ANNOTATION_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// Set (or, for `None`, remove) [`ANNOTATION_TRIGGER_TIME`] on an Endpoints
+/// or EndpointSlice object (Unix seconds); an annotation map left empty goes.
+pub fn set_trigger_time(obj: &mut Value, trigger: Option<i64>) {
+    if !obj["metadata"]["annotations"].is_object() {
+        obj["metadata"]["annotations"] = serde_json::json!({});
+    }
+    let ann = obj["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("an object");
+    match trigger {
+        Some(t) => {
+            ann.insert(
+                ANNOTATION_TRIGGER_TIME.into(),
+                Value::String(objects::rfc3339(t)),
+            );
+        }
+        None => {
+            ann.remove(ANNOTATION_TRIGGER_TIME);
+        }
+    }
+    if ann.is_empty() {
+        if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("annotations");
+        }
+    }
+}
 
 /// `spec.selector` when the Service has one (a missing or empty selector
 /// means "endpoints are managed by someone else", as upstream's `nil`: an
@@ -82,6 +112,23 @@ pub fn pod_ip_of_family<'a>(pod: &'a Value, family: &str) -> Option<&'a str> {
     pod_ips(pod)
         .into_iter()
         .find(|ip| ip.contains(':') == (family == "IPv6"))
+}
+
+/// The Service's primary IP family: `spec.ipFamilies[0]`, else the family of
+/// `spec.clusterIP`, else IPv4 (upstream's `podToEndpointAddressForService`).
+pub fn primary_ip_family(svc: &Value) -> &'static str {
+    let first = svc["spec"]["ipFamilies"][0].as_str();
+    let v6 = match first {
+        Some(f) => f == "IPv6",
+        None => svc["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| ip.contains(':')),
+    };
+    if v6 {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
 }
 
 /// Upstream's `ShouldSetHostname`: the pod names a hostname and its
@@ -185,6 +232,43 @@ mod tests {
             find_port(&pod, &json!({"port": 1, "targetPort": "8080"})),
             None
         );
+    }
+
+    #[test]
+    fn selection_hostnames_and_families() {
+        let svc = json!({"metadata": {"name": "web", "namespace": "ns"},
+                         "spec": {"selector": {"app": "web"}, "clusterIP": "fd00::10"}});
+        let pod = json!({"metadata": {"namespace": "ns", "labels": {"app": "web"}},
+                         "spec": {"hostname": "h0", "subdomain": "web"}});
+        assert!(selects(&svc, &pod));
+        assert!(!selects(&json!({"spec": {"selector": {}}}), &pod));
+        assert_eq!(
+            selector_string(selector(&svc).unwrap()),
+            "app=web".to_string()
+        );
+        assert_eq!(hostname_for(&pod, &svc), Some("h0"));
+        assert_eq!(
+            hostname_for(
+                &pod,
+                &json!({"metadata": {"name": "db", "namespace": "ns"}})
+            ),
+            None
+        );
+        assert_eq!(primary_ip_family(&svc), "IPv6");
+        assert_eq!(
+            primary_ip_family(&json!({"spec": {"ipFamilies": ["IPv4", "IPv6"]}})),
+            "IPv4"
+        );
+        assert!(is_headless(&json!({"spec": {"clusterIP": "None"}})));
+        assert_eq!(protocol(&Value::Null), "TCP");
+        let mut ep = json!({"metadata": {"name": "web"}});
+        set_trigger_time(&mut ep, Some(0));
+        assert_eq!(
+            ep["metadata"]["annotations"][ANNOTATION_TRIGGER_TIME],
+            "1970-01-01T00:00:00Z"
+        );
+        set_trigger_time(&mut ep, None);
+        assert_eq!(ep, json!({"metadata": {"name": "web"}}));
     }
 
     #[test]

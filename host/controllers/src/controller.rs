@@ -49,8 +49,10 @@ pub struct Running {
     pub spec_version: String,
     /// Digest of the component running now.
     pub digest: String,
-    /// Worker tasks.
+    /// Worker tasks (set when the controller starts; a new version keeps them).
     pub workers: usize,
+    /// When the version running now started (RFC 3339).
+    pub since: String,
     info: ControllerInfo,
     handlers: Vec<(Arc<Informer>, u64)>,
     tasks: Vec<JoinHandle<()>>,
@@ -127,6 +129,7 @@ impl Running {
             spec_version,
             digest,
             workers,
+            since: trellis_types::time::rfc3339(unix_now()),
             info: info.clone(),
             handlers: Vec::new(),
             tasks: Vec::new(),
@@ -222,6 +225,7 @@ impl Running {
         self.info = info;
         self.spec_version = spec_version;
         self.digest = digest;
+        self.since = trellis_types::time::rfc3339(unix_now());
         self.stats.swaps.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

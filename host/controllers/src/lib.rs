@@ -23,7 +23,7 @@
 //!   role: controller
 //!   source: {builtin: replicaset}      # or {wasm: <base64 component>}
 //!   config: {}                         # handed to `configure`
-//!   workers: 4                         # keys reconciled at once (default 4)
+//!   workers: 4                         # keys reconciled at once (default 4; read at start)
 //!   deadline: 10s                      # per reconcile (default 10s)
 //!   memoryLimit: 64Mi
 //!   grants:
@@ -370,10 +370,11 @@ impl ControllerManager {
         }
         let status = json!({
             "observedGeneration": generation,
+            "digest": r.digest,
             "conditions": [{
                 "type": "Ready", "status": "True", "reason": "Running",
                 "message": format!("controller {} {} is running", info.name, info.version),
-                "lastTransitionTime": trellis_client::now_rfc3339(),
+                "lastTransitionTime": r.since,
             }],
             "controller": controller,
         });

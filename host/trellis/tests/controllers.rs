@@ -240,11 +240,7 @@ fn deployment_rolls_out_within_budget_undoes_scales_and_cascades() {
     c.eventually("the old ReplicaSet is revision 3", PATIENCE, || {
         let rs = json(
             &c,
-            &[
-                "get",
-                "rs",
-                &first["metadata"]["name"].as_str().unwrap().to_string(),
-            ],
+            &["get", "rs", first["metadata"]["name"].as_str().unwrap()],
         );
         rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
             && rs["status"]["readyReplicas"] == 4

@@ -305,23 +305,43 @@ pub async fn run(
     plugin_dir: Option<&Path>,
 ) -> anyhow::Result<()> {
     run_with(
-        store, data_dir, listen, what, plugin_dir, false, false, None,
+        store,
+        data_dir,
+        listen,
+        what,
+        plugin_dir,
+        Runtimes::default(),
     )
     .await
 }
 
-/// Run the API server and, given a plugin folder, the scheduler beside it,
-/// and the node agent when given its configuration, until Ctrl-C or SIGTERM.
+/// What runs beside the API server.
+#[derive(Default)]
+pub struct Runtimes {
+    /// The scheduler (needs the plugin folder).
+    pub scheduler: bool,
+    /// The controller runtime with the default controllers (needs the plugin folder).
+    pub controllers: bool,
+    /// A node agent (as root) with this configuration.
+    pub agent: Option<trellis_agent::AgentConfig>,
+}
+
+/// Run the API server and, given a plugin folder, the scheduler and the
+/// controller runtime beside it, and the node agent when given its
+/// configuration, until Ctrl-C or SIGTERM.
 pub async fn run_with(
     store: Arc<dyn Store>,
     data_dir: &Path,
     listen: SocketAddr,
     what: &str,
     plugin_dir: Option<&Path>,
-    with_scheduler: bool,
-    with_controllers: bool,
-    agent: Option<trellis_agent::AgentConfig>,
+    runtimes: Runtimes,
 ) -> anyhow::Result<()> {
+    let Runtimes {
+        scheduler: with_scheduler,
+        controllers: with_controllers,
+        agent,
+    } = runtimes;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let (token, auth) = admin_token(data_dir)?;

@@ -49,9 +49,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.listen,
             "cluster (embedded store)",
             Some(&plugins),
-            true,
-            !args.no_controllers,
-            (!args.no_agent).then(|| args.agent.config(&dir)),
+            super::cluster::Runtimes {
+                scheduler: true,
+                controllers: !args.no_controllers,
+                agent: (!args.no_agent).then(|| args.agent.config(&dir)),
+            },
         )
         .await
     })?;

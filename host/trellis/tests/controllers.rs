@@ -317,6 +317,46 @@ spec:
         pods.len() == 3 && nodes.len() == 3 && pods.iter().all(is_ready)
     });
     c.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    // A Service over the daemon pods gets their addresses, as Endpoints and
+    // as an EndpointSlice.
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: agent}\nspec:\n  selector: {app: agent}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n");
+    let ips: Vec<String> = {
+        let mut v: Vec<String> = live_pods(&c, "app=agent")
+            .iter()
+            .map(|p| p["status"]["podIP"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    c.eventually("Endpoints and an EndpointSlice", PATIENCE, || {
+        let ep = json(&c, &["get", "endpoints", "agent"]);
+        let mut got: Vec<String> = ep["subsets"][0]["addresses"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|a| a["ip"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        got.sort();
+        got.dedup();
+        let slices = json(
+            &c,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=agent",
+            ],
+        );
+        let slice = &slices["items"][0];
+        got == ips
+            && ep["subsets"][0]["ports"][0]["port"] == 8080
+            && slice["endpoints"].as_array().is_some_and(|e| e.len() == 3)
+            && slice["ports"][0]["port"] == 8080
+            && slice["metadata"]["ownerReferences"][0]["kind"] == "Service"
+    });
     // StatefulSet pods web-0.. in order, each after the one before is Ready.
     c.ok(&["rollout", "status", "sts/db", "--timeout=60s"]);
     let events = watch.events();
@@ -386,6 +426,17 @@ spec:
 #[test]
 fn a_node_that_stops_heartbeating_loses_its_pods() {
     let (c, _sim) = cluster(2);
+    c.eventually("node-lifecycle runs", PATIENCE, || {
+        !c.kubectl(&[
+            "get",
+            "plugin",
+            "node-lifecycle",
+            "-o",
+            "jsonpath={.status.controller.digest}",
+        ])
+        .1
+        .is_empty()
+    });
     // Short grace periods for the test, applied to the running controller.
     c.ok(&[
         "patch",
@@ -615,4 +666,52 @@ spec:
     ]);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(hash(), before, "a deleted controller does not run");
+}
+
+#[test]
+fn a_cron_job_starts_jobs_on_schedule() {
+    let (c, _sim) = cluster(1);
+    c.apply(
+        "apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick}
+spec:
+  schedule: '* * * * *'
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: c, image: busybox, command: [sleep, '3600']}]
+",
+    );
+    // The next minute starts a Job named after its scheduled time, whose
+    // pods the job controller makes; Forbid keeps it the only one.
+    c.eventually("a Job from the schedule", Duration::from_secs(90), || {
+        let jobs = json(&c, &["get", "jobs"]);
+        jobs["items"].as_array().is_some_and(|j| j.len() == 1)
+    });
+    let job = json(&c, &["get", "jobs"])["items"][0].clone();
+    let name = job["metadata"]["name"].as_str().unwrap().to_string();
+    let minutes: i64 = name.strip_prefix("tick-").unwrap().parse().unwrap();
+    let scheduled = job["metadata"]["annotations"]
+        ["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        trellis_types::time::parse_rfc3339(&scheduled),
+        Some(minutes * 60),
+        "named after its scheduled minute"
+    );
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    c.eventually("the CronJob reports it active", PATIENCE, || {
+        let cj = json(&c, &["get", "cronjob", "tick"]);
+        cj["status"]["active"][0]["name"] == name.as_str()
+            && cj["status"]["lastScheduleTime"] == scheduled.as_str()
+    });
+    c.eventually("its pod runs", PATIENCE, || {
+        live_pods(&c, &format!("batch.kubernetes.io/job-name={name}")).len() == 1
+    });
 }

@@ -195,6 +195,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_administrators_impersonate() {
+        let admin = UserInfo {
+            name: "admin".into(),
+            uid: "1".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        };
+        let mut h = hyper::HeaderMap::new();
+        assert_eq!(
+            impersonate(admin.clone(), &h).unwrap(),
+            admin,
+            "no header: as is"
+        );
+        h.insert(
+            "impersonate-user",
+            "system:controller:replicaset".parse().unwrap(),
+        );
+        h.append("impersonate-group", "system:controllers".parse().unwrap());
+        let as_controller = impersonate(admin, &h).unwrap();
+        assert_eq!(as_controller.name, "system:controller:replicaset");
+        assert_eq!(
+            as_controller.groups,
+            ["system:controllers", "system:authenticated"]
+        );
+        let bob = UserInfo {
+            name: "bob".into(),
+            uid: "2".into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        let err = impersonate(bob, &h).unwrap_err();
+        assert_eq!(err.code, 403);
+        assert!(
+            err.message.contains("User \"bob\" cannot impersonate"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn token_file_format() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("tokens.csv");

@@ -71,8 +71,24 @@ pub fn component_of(plugin: &Value) -> &str {
         .unwrap_or_default()
 }
 
+/// Controllers whose keys name objects of several kinds (a pod's key makes
+/// the endpoints controllers sync its Services, a node's key makes the
+/// DaemonSet controller sync every DaemonSet): one worker, so that two keys
+/// never write the same object at once and lose to each other's conflicts.
+const ONE_WORKER: &[&str] = &["endpoints", "endpointslice", "daemonset"];
+
 /// Every default controller, in start order.
 pub fn default_controllers() -> Vec<Value> {
+    let mut all = defaults();
+    for p in &mut all {
+        if ONE_WORKER.contains(&p["metadata"]["name"].as_str().unwrap_or_default()) {
+            p["spec"]["workers"] = json!(1);
+        }
+    }
+    all
+}
+
+fn defaults() -> Vec<Value> {
     let pod = || k("", "Pod");
     vec![
         plugin(

@@ -317,6 +317,36 @@ fn main() {
         for (name, calls, secs) in &drained {
             println!("  {name}: {calls} reconciles, queue drained after {secs:.2} s: {:.0} calls/s", *calls as f64 / secs);
         }
+        // At a full queue: a new version of the replicaset controller (its
+        // config changed) is swapped in and queues every ReplicaSet again.
+        let stats = controller_stats(&client).await;
+        let start = stats.iter().find(|(n, _, _)| n == "replicaset").unwrap().1;
+        let t0 = Instant::now();
+        client
+            .patch(
+                &res("trellis.dev", "v1alpha1", "plugins"),
+                "",
+                "replicaset",
+                "",
+                trellis_client::Patch::Merge,
+                &json!({"spec": {"config": {"burstReplicas": 499}}}),
+            )
+            .await
+            .unwrap();
+        let mut took = 0.0;
+        let mut calls = 0;
+        wait_for("the swapped controller drained its queue", Duration::from_secs(300), async || {
+            let stats = controller_stats(&client).await;
+            let (_, r, busy) = stats.iter().find(|(n, _, _)| n == "replicaset").unwrap().clone();
+            calls = r - start;
+            took = t0.elapsed().as_secs_f64();
+            calls >= 1000 && busy == 0
+        })
+        .await;
+        println!(
+            "  replicaset after a swap re-queued all 1000: {calls} reconciles, drained after {took:.2} s (load included): {:.0} calls/s",
+            calls as f64 / took
+        );
         client
             .delete(&rs, "default", "", None)
             .await

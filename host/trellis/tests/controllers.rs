@@ -317,6 +317,34 @@ spec:
         pods.len() == 3 && nodes.len() == 3 && pods.iter().all(is_ready)
     });
     c.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    // Its revisions: a new image rolls out, undo brings the first back.
+    c.ok(&["set", "image", "ds/agent", "c=busybox:2"]);
+    c.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    let history = c.ok(&["rollout", "history", "ds/agent"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+    c.ok(&["rollout", "undo", "ds/agent"]);
+    c.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    c.eventually("the daemon pods back on the first image", PATIENCE, || {
+        let pods = live_pods(&c, "app=agent");
+        pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "busybox" && is_ready(p))
+    });
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "controllerrevisions",
+            "-l",
+            "app=agent",
+            "-o",
+            "name"
+        ])
+        .lines()
+        .count(),
+        2,
+        "the undo renumbered the first revision rather than adding one"
+    );
     // A Service over the daemon pods gets their addresses, as Endpoints and
     // as an EndpointSlice.
     c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: agent}\nspec:\n  selector: {app: agent}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n");

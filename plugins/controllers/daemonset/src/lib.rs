@@ -2,11 +2,13 @@
 //! every node a DaemonSet's template fits, placed by the default scheduler
 //! through a `metadata.name In [node]` node affinity, replaced by rolling
 //! update (`maxUnavailable`, `maxSurge`) or on delete, with the status
-//! `kubectl rollout status ds/NAME` reads.
+//! `kubectl rollout status ds/NAME` reads and the ControllerRevision history
+//! `kubectl rollout history` and `kubectl rollout undo` use (see `history`).
 //!
-//! Keys: the primary is `apps/v1 DaemonSet`; Pods are watched with the `Owner`
-//! mapping and Nodes with the `Object` mapping. A key with a namespace is a
-//! DaemonSet (its own change or one of its pods'); a key `("", node)` comes
+//! Keys: the primary is `apps/v1 DaemonSet`; Pods and ControllerRevisions are
+//! watched with the `Owner` mapping and Nodes with the `Object` mapping. A key
+//! with a namespace is a DaemonSet (its own change or one of its pods' or
+//! revisions'); a key `("", node)` comes
 //! from a Node and means "a node changed": every DaemonSet is reconciled.
 //!
 //! ```
@@ -24,10 +26,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
-use trellis_sdk::controller::kinds::{daemon_set, node, pod};
+use trellis_sdk::controller::kinds::{controller_revision, daemon_set, node, pod};
 use trellis_sdk::controller::*;
 use trellis_sdk::{adoption, objects};
 
+pub mod history;
 pub mod predicates;
 mod update;
 
@@ -86,8 +89,9 @@ fn event(api: &impl Api, ds: &Value, type_: &str, reason: &str, message: &str) {
     record_event(api, ds, &daemon_set(), type_, reason, message, COMPONENT);
 }
 
-/// The hash that names the current template (upstream hashes the template
-/// and the collision count into its ControllerRevision's name).
+/// The hash that names a new revision of the current template (upstream
+/// hashes the template and the collision count into its ControllerRevision's
+/// name); pods carry the hash label of the current revision (`history`).
 pub fn template_hash(ds: &Value) -> String {
     match ds["status"]["collisionCount"].as_i64().unwrap_or(0) {
         0 => objects::hash_string(&ds["spec"]["template"]),
@@ -202,8 +206,9 @@ fn sync(api: &impl Api, ds: &Value) -> Result<Action, PluginError> {
         ));
         return Ok(Action::AwaitChange);
     }
+    let (cur, old) = history::construct(api, ds)?;
+    let hash = history::hash_of(&cur).to_string();
     let nodes = api.list(&node(), "", "").map_err(internal)?;
-    let hash = template_hash(ds);
     let pods = claim_pods(api, ds)?;
     let by_node = pods_by_node(&pods);
     let mut writes = manage(api, ds, &nodes, &by_node, &hash)?;
@@ -212,6 +217,7 @@ fn sync(api: &impl Api, ds: &Value) -> Result<Action, PluginError> {
     if writes == 0 && strategy_type(ds) == "RollingUpdate" {
         writes += update::rolling_update(api, ds, &nodes, by_node.clone(), &hash)?;
     }
+    history::cleanup(api, ds, old, &pods)?;
     let by_node = if writes > 0 {
         pods_by_node(&owned_pods(api, ds)?)
     } else {
@@ -498,6 +504,10 @@ impl Controller for DaemonSets {
             watches: vec![
                 Watch {
                     kind: pod(),
+                    mapping: WatchMapping::Owner,
+                },
+                Watch {
+                    kind: controller_revision(),
                     mapping: WatchMapping::Owner,
                 },
                 Watch {

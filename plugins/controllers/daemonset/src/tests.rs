@@ -420,3 +420,233 @@ fn configuration_takes_no_keys() {
         Err(PluginError::InvalidConfig(_))
     ));
 }
+
+fn revisions(c: &FakeCluster) -> Vec<Value> {
+    let mut revs = c.all(&controller_revision());
+    revs.sort_by_key(history::number);
+    revs
+}
+
+/// Settle and play the kubelet until every live pod carries `hash`.
+fn roll_to(c: &FakeCluster, hash: &str) {
+    for _ in 0..10 {
+        settle(c);
+        run_all(c);
+        let pods = pods_on(c);
+        if pods
+            .values()
+            .flatten()
+            .all(|p| p["metadata"]["labels"][HASH_LABEL] == hash)
+        {
+            settle(c);
+            return;
+        }
+    }
+    panic!("pods did not roll to {hash}: {:?}", pods_on(c));
+}
+
+fn revision_creates(c: &FakeCluster) -> usize {
+    c.writes()
+        .iter()
+        .filter(|w| w.verb == "create" && w.kind == "ControllerRevision")
+        .count()
+}
+
+#[test]
+fn revisions_record_the_templates_and_follow_undo() {
+    let c = FakeCluster::new();
+    add_node(&c, "n1", json!({}), json!([]));
+    add_node(&c, "n2", json!({}), json!([]));
+    let ds = daemonset(&c, json!({}));
+    settle(&c);
+    let revs = revisions(&c);
+    assert_eq!(revs.len(), 1);
+    let r1 = revs[0].clone();
+    let h1 = template_hash(&ds);
+    assert_eq!(objects::name(&r1), format!("agent-{h1}"));
+    assert_eq!(objects::namespace(&r1), NS);
+    assert_eq!(r1["revision"], 1);
+    assert_eq!(
+        r1["metadata"]["labels"],
+        json!({"app": "agent", HASH_LABEL: h1})
+    );
+    assert_eq!(
+        r1["data"],
+        json!({"spec": {"template": {"$patch": "replace",
+            "metadata": {"labels": {"app": "agent"}},
+            "spec": {"containers": [{"name": "a", "image": "agent:1"}]}}}})
+    );
+    let owner = &r1["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "DaemonSet");
+    assert_eq!(owner["apiVersion"], "apps/v1");
+    assert_eq!(owner["name"], "agent");
+    assert_eq!(owner["uid"], objects::uid(&ds));
+    assert_eq!(owner["controller"], true);
+    assert_eq!(owner["blockOwnerDeletion"], true);
+    assert!(pods_on(&c)
+        .values()
+        .flatten()
+        .all(|p| p["metadata"]["labels"][HASH_LABEL] == h1.as_str()));
+    run_all(&c);
+
+    // A new template: revision 2, and the pods roll to its hash.
+    bump_template(&c, "agent:2", 2);
+    settle(&c);
+    let revs = revisions(&c);
+    assert_eq!(revs.len(), 2);
+    let r2 = revs[1].clone();
+    assert_eq!(r2["revision"], 2);
+    let h2 = history::hash_of(&r2).to_string();
+    assert_ne!(h1, h2);
+    assert_eq!(objects::name(&r2), format!("agent-{h2}"));
+    assert_eq!(
+        r2["data"]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "agent:2"
+    );
+    roll_to(&c, &h2);
+    assert_eq!(status(&c)["updatedNumberScheduled"], 2);
+    assert_eq!(revisions(&c).len(), 2);
+
+    // `kubectl rollout undo --to-revision=1`: the DaemonSet's template becomes
+    // revision 1's again; that revision is renumbered 3, no new one is made.
+    let mut template = r1["data"]["spec"]["template"].clone();
+    template.as_object_mut().unwrap().remove("$patch");
+    let mut cur = c.object(&daemon_set(), NS, "agent").unwrap();
+    cur["spec"]["template"] = template;
+    cur["metadata"]["generation"] = json!(3);
+    c.put(&daemon_set(), cur);
+    c.clear_writes();
+    roll_to(&c, &h1);
+    assert_eq!(revision_creates(&c), 0);
+    let revs = revisions(&c);
+    assert_eq!(revs.len(), 2);
+    assert_eq!(objects::name(&revs[1]), objects::name(&r1));
+    assert_eq!(revs[1]["revision"], 3);
+    assert_eq!(revs[0]["revision"], 2);
+    assert_eq!(status(&c)["updatedNumberScheduled"], 2);
+}
+
+#[test]
+fn history_limit_keeps_revisions_of_live_pods() {
+    let c = FakeCluster::new();
+    add_node(&c, "n1", json!({}), json!([]));
+    daemonset(
+        &c,
+        json!({"revisionHistoryLimit": 1, "updateStrategy": {"type": "OnDelete"}}),
+    );
+    settle(&c);
+    run_all(&c);
+    let h1 = history::hash_of(&revisions(&c)[0]).to_string();
+    for (i, image) in ["agent:2", "agent:3", "agent:4", "agent:5"]
+        .into_iter()
+        .enumerate()
+    {
+        bump_template(&c, image, i as i64 + 2);
+        settle(&c);
+    }
+    // Revision 1 stays for the old pod still running it; 2 to 4 are trimmed.
+    let revs = revisions(&c);
+    let numbers: Vec<i64> = revs.iter().map(history::number).collect();
+    assert_eq!(numbers, [1, 5]);
+    assert_eq!(history::hash_of(&revs[0]), h1);
+    assert_eq!(
+        revs[1]["data"]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "agent:5"
+    );
+    // Once the pod is replaced nothing needs revision 1 beyond the limit...
+    let old = pods_on(&c)["n1"][0].clone();
+    c.remove(&pod(), NS, objects::name(&old));
+    settle(&c);
+    assert_eq!(
+        revisions(&c).len(),
+        2,
+        "one old revision is within the limit"
+    );
+    // ...and with a limit of 0 it goes.
+    c.patch(
+        &daemon_set(),
+        NS,
+        "agent",
+        json!({"spec": {"revisionHistoryLimit": 0}}),
+    );
+    settle(&c);
+    let numbers: Vec<i64> = revisions(&c).iter().map(history::number).collect();
+    assert_eq!(numbers, [5]);
+}
+
+#[test]
+fn default_history_limit_is_ten() {
+    let c = FakeCluster::new();
+    daemonset(&c, json!({}));
+    settle(&c);
+    for g in 2..=14 {
+        bump_template(&c, &format!("agent:{g}"), g);
+        settle(&c);
+    }
+    let numbers: Vec<i64> = revisions(&c).iter().map(history::number).collect();
+    assert_eq!(numbers, (4..=14).collect::<Vec<_>>());
+}
+
+#[test]
+fn name_collision_bumps_collision_count() {
+    let c = FakeCluster::new();
+    add_node(&c, "n1", json!({}), json!([]));
+    let ds = daemonset(&c, json!({}));
+    let taken = format!("agent-{}", template_hash(&ds));
+    c.put(
+        &controller_revision(),
+        json!({"metadata": {"name": taken, "namespace": NS, "labels": {"other": "x"}},
+               "data": {"spec": {"template": {"$patch": "replace"}}}, "revision": 1}),
+    );
+    assert!(reconcile(
+        &c,
+        &ObjectKey {
+            namespace: NS.into(),
+            name: "agent".into()
+        }
+    )
+    .is_err());
+    assert_eq!(status(&c)["collisionCount"], 1);
+    settle(&c);
+    let ds = c.object(&daemon_set(), NS, "agent").unwrap();
+    let hash = template_hash(&ds);
+    assert_ne!(format!("agent-{hash}"), taken);
+    let ours = c
+        .object(&controller_revision(), NS, &format!("agent-{hash}"))
+        .unwrap();
+    assert_eq!(ours["revision"], 1);
+    assert_eq!(history::hash_of(&ours), hash);
+    assert_eq!(
+        pods_on(&c)["n1"][0]["metadata"]["labels"][HASH_LABEL],
+        hash.as_str()
+    );
+    assert_eq!(status(&c)["collisionCount"], 1);
+}
+
+#[test]
+fn duplicate_revisions_are_merged_into_the_newest() {
+    let c = FakeCluster::new();
+    add_node(&c, "n1", json!({}), json!([]));
+    let ds = daemonset(&c, json!({}));
+    settle(&c);
+    let r1 = revisions(&c)[0].clone();
+    // A second revision of the same template (as a collision leaves behind),
+    // newer, which the pod does not carry.
+    let mut dup = r1.clone();
+    dup["metadata"] = json!({"name": "agent-dup", "namespace": NS,
+        "labels": {"app": "agent", HASH_LABEL: "dup"},
+        "ownerReferences": [objects::controller_owner_ref(&ds, &daemon_set())]});
+    dup["revision"] = json!(2);
+    c.put(&controller_revision(), dup);
+    settle(&c);
+    let revs = revisions(&c);
+    assert_eq!(revs.len(), 1);
+    assert_eq!(objects::name(&revs[0]), "agent-dup");
+    assert_eq!(
+        pods_on(&c)["n1"][0]["metadata"]["labels"][HASH_LABEL],
+        "dup"
+    );
+    assert!(c
+        .object(&controller_revision(), NS, objects::name(&r1))
+        .is_none());
+}

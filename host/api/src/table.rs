@@ -524,11 +524,10 @@ fn printer_for(kind: &Kind) -> Printer {
                 AGE
             ],
             |o, now| {
-                let owner = o["metadata"]["ownerReferences"]
-                    .as_array()
-                    .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+                use trellis_types::owners::{controller_ref, group_of};
+                let owner = controller_ref(o)
                     .map(|r| {
-                        let group = r["apiVersion"].as_str().unwrap_or("").rsplit_once('/').map_or("", |(g, _)| g);
+                        let group = group_of(r["apiVersion"].as_str().unwrap_or(""));
                         let kind = r["kind"].as_str().unwrap_or("").to_lowercase();
                         let kind = if group.is_empty() { kind } else { format!("{kind}.{group}") };
                         format!("{kind}/{}", r["name"].as_str().unwrap_or(""))

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::watch;
-use trellis_client::{Client, ClientError, ListParams, Resource};
+use trellis_client::{Client, ListParams, Resource};
 use trellis_plugin_host::wit::KindRef;
 
 /// A kind as the cache names it: group and kind (any served version).
@@ -281,14 +281,19 @@ impl Informer {
                 {
                     Ok(list) => {
                         rv = list.resource_version().to_string();
+                        // List items carry no type; handlers and readers want it.
+                        let api_version = Value::from(trellis_types::owners::api_version(
+                            &self.resource.group,
+                            &self.resource.version,
+                        ));
+                        let kind = Value::from(self.kind.kind.as_str());
                         let items = list
                             .items()
                             .iter()
                             .cloned()
                             .map(|mut o| {
-                                let (api_version, kind) = self.type_meta();
-                                o["apiVersion"] = api_version.into();
-                                o["kind"] = kind.into();
+                                o["apiVersion"] = api_version.clone();
+                                o["kind"] = kind.clone();
                                 o
                             })
                             .collect();
@@ -330,7 +335,7 @@ impl Informer {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        if is_gone(&e) {
+                        if e.is_gone() {
                             rv.clear();
                         } else {
                             tracing::debug!(kind = %self.kind, error = %e, "watch ended; resuming");
@@ -341,20 +346,6 @@ impl Informer {
             }
         }
     }
-
-    fn type_meta(&self) -> (String, String) {
-        let r = &self.resource;
-        let api_version = if r.group.is_empty() {
-            r.version.clone()
-        } else {
-            format!("{}/{}", r.group, r.version)
-        };
-        (api_version, self.kind.kind.clone())
-    }
-}
-
-fn is_gone(e: &ClientError) -> bool {
-    e.is_gone()
 }
 
 /// Why a kind cannot be cached.
@@ -499,9 +490,5 @@ impl Cache {
 
 /// `group/version`, or `version` for core.
 pub fn api_version(k: &KindRef) -> String {
-    if k.group.is_empty() {
-        k.version.clone()
-    } else {
-        format!("{}/{}", k.group, k.version)
-    }
+    trellis_types::owners::api_version(&k.group, &k.version)
 }

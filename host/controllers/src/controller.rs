@@ -1,7 +1,7 @@
 //! One running controller: the version in its slot, its work queue, the
 //! informer handlers that feed the queue, and the workers that drain it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -31,8 +31,21 @@ pub struct Stats {
     pub swaps: AtomicU64,
     /// The last failure, with its key.
     pub last_error: Mutex<Option<String>>,
-    /// When the last reconcile ended (RFC 3339).
-    pub last_reconcile: Mutex<Option<String>>,
+    /// When the last reconcile ended (Unix seconds; 0: never). Formatted
+    /// only when the status is written, not on every reconcile.
+    pub last_reconcile: AtomicI64,
+}
+
+/// One version of a controller `Plugin`: what the runtime compares to skip
+/// reloading, and what its status reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// The object's spec version (`spec_version`: uid/generation).
+    pub spec: String,
+    /// Its `metadata.generation` (the status's `observedGeneration`).
+    pub generation: i64,
+    /// Digest of the component.
+    pub digest: String,
 }
 
 /// A controller the runtime runs.
@@ -45,10 +58,8 @@ pub struct Running {
     pub queue: Arc<WorkQueue<Key>>,
     /// Counters.
     pub stats: Arc<Stats>,
-    /// The `Plugin` object's spec version (uid/generation) running now.
-    pub spec_version: String,
-    /// Digest of the component running now.
-    pub digest: String,
+    /// Which version of the `Plugin` runs now.
+    pub version: Version,
     /// Worker tasks (set when the controller starts; a new version keeps them).
     pub workers: usize,
     /// When the version running now started (RFC 3339).
@@ -117,8 +128,7 @@ impl Running {
         cache: &Arc<Cache>,
         workers: usize,
         backoff: Backoff,
-        spec_version: String,
-        digest: String,
+        version: Version,
     ) -> Result<Self, CacheError> {
         let info = plugin.info().clone();
         let mut running = Self {
@@ -126,10 +136,9 @@ impl Running {
             slot: Arc::new(PluginSlot::new(plugin)),
             queue: Arc::new(WorkQueue::new(backoff)),
             stats: Arc::default(),
-            spec_version,
-            digest,
+            version,
             workers,
-            since: trellis_types::time::rfc3339(unix_now()),
+            since: trellis_client::now_rfc3339(),
             info: info.clone(),
             handlers: Vec::new(),
             tasks: Vec::new(),
@@ -202,8 +211,7 @@ impl Running {
         &mut self,
         plugin: ControllerPlugin,
         cache: &Arc<Cache>,
-        spec_version: String,
-        digest: String,
+        version: Version,
     ) -> Result<(), CacheError> {
         let info = plugin.info().clone();
         if !same_kinds(&info, &self.info) {
@@ -223,9 +231,8 @@ impl Running {
         }
         self.slot.swap(plugin);
         self.info = info;
-        self.spec_version = spec_version;
-        self.digest = digest;
-        self.since = trellis_types::time::rfc3339(unix_now());
+        self.version = version;
+        self.since = trellis_client::now_rfc3339();
         self.stats.swaps.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -256,8 +263,7 @@ async fn work(
         };
         let result = tokio::task::spawn_blocking(move || version.plugin.reconcile(&k)).await;
         stats.reconciles.fetch_add(1, Ordering::Relaxed);
-        *stats.last_reconcile.lock().expect("stats lock") =
-            Some(trellis_types::time::rfc3339(unix_now()));
+        stats.last_reconcile.store(unix_now(), Ordering::Relaxed);
         let failure = match result {
             Ok(Ok(Action::AwaitChange)) => {
                 queue.forget(&key);

@@ -71,24 +71,17 @@ pub fn component_of(plugin: &Value) -> &str {
         .unwrap_or_default()
 }
 
-/// Controllers whose keys name objects of several kinds (a pod's key makes
-/// the endpoints controllers sync its Services, a node's key makes the
-/// DaemonSet controller sync every DaemonSet): one worker, so that two keys
-/// never write the same object at once and lose to each other's conflicts.
-const ONE_WORKER: &[&str] = &["endpoints", "endpointslice", "daemonset"];
+/// One worker, for a controller whose keys name objects of several kinds (a
+/// pod's key makes the endpoints controllers sync its Services, a node's key
+/// makes the DaemonSet controller sync every DaemonSet): then two keys never
+/// write the same object at once and lose to each other's conflicts.
+fn one_worker(mut p: Value) -> Value {
+    p["spec"]["workers"] = json!(1);
+    p
+}
 
 /// Every default controller, in start order.
 pub fn default_controllers() -> Vec<Value> {
-    let mut all = defaults();
-    for p in &mut all {
-        if ONE_WORKER.contains(&p["metadata"]["name"].as_str().unwrap_or_default()) {
-            p["spec"]["workers"] = json!(1);
-        }
-    }
-    all
-}
-
-fn defaults() -> Vec<Value> {
     let pod = || k("", "Pod");
     vec![
         plugin(
@@ -119,7 +112,7 @@ fn defaults() -> Vec<Value> {
             vec![k("apps", "Deployment"), k("apps", "ReplicaSet"), pod()],
             vec![k("apps", "Deployment"), k("apps", "ReplicaSet"), event()],
         ),
-        plugin(
+        one_worker(plugin(
             "daemonset",
             "daemonset",
             json!({}),
@@ -135,7 +128,7 @@ fn defaults() -> Vec<Value> {
                 k("apps", "ControllerRevision"),
                 event(),
             ],
-        ),
+        )),
         plugin(
             "statefulset",
             "statefulset",
@@ -168,14 +161,14 @@ fn defaults() -> Vec<Value> {
             vec![k("batch", "CronJob"), k("batch", "Job")],
             vec![k("batch", "CronJob"), k("batch", "Job"), event()],
         ),
-        plugin(
+        one_worker(plugin(
             "endpoints",
             "endpoints",
             json!({}),
             vec![k("", "Service"), pod(), k("", "Endpoints")],
             vec![k("", "Endpoints"), event()],
-        ),
-        plugin(
+        )),
+        one_worker(plugin(
             "endpointslice",
             "endpointslice",
             json!({}),
@@ -186,7 +179,7 @@ fn defaults() -> Vec<Value> {
                 k("discovery.k8s.io", "EndpointSlice"),
             ],
             vec![k("discovery.k8s.io", "EndpointSlice"), event()],
-        ),
+        )),
         plugin(
             "node-lifecycle",
             "node-lifecycle",

@@ -54,7 +54,7 @@ use trellis_plugin_host::wit::KindRef;
 use trellis_plugin_host::{entry_budget, spec_version, HostServices, PluginSource};
 
 use crate::cache::Cache;
-use crate::controller::{describe, Running};
+use crate::controller::{describe, Running, Version};
 use crate::objects::{ApiWriter, CacheReader};
 use crate::queue::Backoff;
 
@@ -177,11 +177,11 @@ impl ControllerManager {
             }
             return;
         };
-        let version = spec_version(&obj);
+        let spec = spec_version(&obj);
         if self
             .running
             .get(name)
-            .is_some_and(|r| r.spec_version == version)
+            .is_some_and(|r| r.version.spec == spec)
         {
             return;
         }
@@ -206,12 +206,17 @@ impl ControllerManager {
                 return;
             }
         };
+        let version = Version {
+            spec,
+            generation: obj["metadata"]["generation"].as_i64().unwrap_or(0),
+            digest,
+        };
         let workers = obj["spec"]["workers"]
             .as_u64()
             .map_or(self.options.workers, |w| w.clamp(1, 64) as usize);
         let outcome = match self.running.get_mut(name) {
             Some(r) => r
-                .swap(plugin, &self.cache, version, digest)
+                .swap(plugin, &self.cache, version)
                 .await
                 .map(|()| "Swapped"),
             None => Running::start(
@@ -221,7 +226,6 @@ impl ControllerManager {
                 workers,
                 self.options.backoff,
                 version,
-                digest,
             )
             .await
             .map(|r| {
@@ -338,17 +342,13 @@ impl ControllerManager {
             return;
         };
         let s = &r.stats;
-        let generation = r
-            .spec_version
-            .rsplit_once('/')
-            .and_then(|(_, g)| g.parse::<i64>().ok());
         let info = r.info();
         let mut controller = describe(info);
         let c = controller.as_object_mut().expect("an object");
         for (k, v) in [
             ("name", json!(info.name)),
             ("version", json!(info.version)),
-            ("digest", json!(r.digest)),
+            ("digest", json!(r.version.digest)),
             ("workers", json!(r.workers)),
             ("queued", json!(r.queue.len())),
             ("delayed", json!(r.queue.delayed())),
@@ -363,14 +363,17 @@ impl ControllerManager {
             ),
             (
                 "lastReconcileTime",
-                json!(s.last_reconcile.lock().expect("stats lock").clone()),
+                match s.last_reconcile.load(Ordering::Relaxed) {
+                    0 => Value::Null,
+                    t => json!(trellis_types::time::rfc3339(t)),
+                },
             ),
         ] {
             c.insert(k.into(), v);
         }
         let status = json!({
-            "observedGeneration": generation,
-            "digest": r.digest,
+            "observedGeneration": r.version.generation,
+            "digest": r.version.digest,
             "conditions": [{
                 "type": "Ready", "status": "True", "reason": "Running",
                 "message": format!("controller {} {} is running", info.name, info.version),

@@ -22,13 +22,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use trellis_client::{Client, ListParams, Resource};
 
-fn env_n(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -280,8 +273,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let n = env_n("AGENT_BENCH_PODS", 50);
-    let runs = env_n("AGENT_BENCH_RUNS", 30);
+    let n = common::env_n("AGENT_BENCH_PODS", 50);
+    let runs = common::env_n("AGENT_BENCH_RUNS", 30);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let agent_dir = dir.join("agent");

@@ -22,13 +22,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use trellis_client::{Client, ListParams, Resource};
 
-fn env_n(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -223,8 +216,8 @@ async fn controller_stats(client: &Client) -> Vec<(String, u64, u64)> {
 }
 
 fn main() {
-    let runs = env_n("CONTROLLERS_BENCH_RUNS", 5);
-    let objects = env_n("CONTROLLERS_BENCH_OBJECTS", 10_000);
+    let runs = common::env_n("CONTROLLERS_BENCH_RUNS", 5);
+    let objects = common::env_n("CONTROLLERS_BENCH_OBJECTS", 10_000);
     let plugins = trellis_testkit::plugin_dir();
     assert!(
         plugins.join("deployment.wasm").exists(),

@@ -14,6 +14,16 @@
 
 use serde_json::Value;
 
+/// The `apiVersion` of `group` and `version`: `group/version`, or `version`
+/// alone for the core group. The inverse of [`group_of`].
+pub fn api_version(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    }
+}
+
 /// The API group of an `apiVersion` ("" for the core group's "v1").
 pub fn group_of(api_version: &str) -> &str {
     api_version.rsplit_once('/').map_or("", |(g, _)| g)
@@ -80,5 +90,7 @@ mod tests {
         assert_eq!(controller_ref(&json!({})), None);
         assert_eq!(group_of("v1"), "");
         assert_eq!(group_of("batch/v1"), "batch");
+        assert_eq!(api_version("", "v1"), "v1");
+        assert_eq!(api_version("batch", "v1"), "batch/v1");
     }
 }

@@ -29,6 +29,14 @@ impl Drop for Server {
     }
 }
 
+/// A count from the environment variable `name`, else `default`.
+pub fn env_n(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Resident memory of a process.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -230,23 +230,36 @@ pub async fn run_controllers(
             source.clone(),
             options.clone(),
         );
-        let mut rx = stop.clone();
-        match manager
-            .run(async move {
-                let _ = rx.changed().await;
-            })
-            .await
-        {
+        match manager.run(stopped(&stop)).await {
             Ok(()) => return Ok(()),
             Err(e) => {
-                tracing::warn!(error = %e, "the controller runtime lost the API server; retrying");
-                let mut rx = stop.clone();
-                tokio::select! {
-                    _ = rx.changed() => return Ok(()),
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                if stopped_before_retry("the controller runtime", e, &stop).await {
+                    return Ok(());
                 }
             }
         }
+    }
+}
+
+/// Completes when `stop` says so.
+fn stopped(stop: &tokio::sync::watch::Receiver<bool>) -> impl std::future::Future<Output = ()> {
+    let mut rx = stop.clone();
+    async move {
+        let _ = rx.changed().await;
+    }
+}
+
+/// A runtime lost the API server: log it and wait a second before it tries
+/// again; true when `stop` came meanwhile.
+async fn stopped_before_retry(
+    what: &str,
+    error: impl std::fmt::Display,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    tracing::warn!(error = %error, "{what} lost the API server; retrying");
+    tokio::select! {
+        _ = stopped(stop) => true,
+        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
     }
 }
 
@@ -264,20 +277,11 @@ async fn run_scheduler(
     bootstrap_admission(&client, &plugin_dir).await?;
     let mut sched = trellis_scheduler::Scheduler::new(client).watch_profiles(source);
     loop {
-        let mut rx = stop.clone();
-        match sched
-            .run(async move {
-                let _ = rx.changed().await;
-            })
-            .await
-        {
+        match sched.run(stopped(&stop)).await {
             Ok(()) => return Ok(()),
             Err(e) => {
-                tracing::warn!(error = %e, "the scheduler lost the API server; retrying");
-                let mut rx = stop.clone();
-                tokio::select! {
-                    _ = rx.changed() => return Ok(()),
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                if stopped_before_retry("the scheduler", e, &stop).await {
+                    return Ok(());
                 }
             }
         }
@@ -446,10 +450,7 @@ pub async fn run_with(
     let agent = match (agent, &source) {
         (Some(cfg), Some(source)) if super::agent::is_root() => {
             let client = trellis_client::Client::from_kubeconfig(&kubeconfig_path)?;
-            let mut rx = stop_rx.clone();
-            let task = super::agent::run_agent(client, cfg, source.clone(), async move {
-                let _ = rx.changed().await;
-            });
+            let task = super::agent::run_agent(client, cfg, source.clone(), stopped(&stop_rx));
             Some(tokio::spawn(async move {
                 if let Err(e) = task.await {
                     eprintln!("trellis: the node agent stopped: {e:#}");
@@ -469,11 +470,8 @@ pub async fn run_with(
         wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
-    let mut rx = stop_rx.clone();
     server
-        .serve(listener, Some(pki.server_config), async move {
-            let _ = rx.changed().await;
-        })
+        .serve(listener, Some(pki.server_config), stopped(&stop_rx))
         .await?;
     if let Some(s) = scheduler {
         let _ = s.await;

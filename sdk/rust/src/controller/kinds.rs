@@ -60,9 +60,5 @@ kinds! {
 
 /// `apiVersion` of a kind: `group/version`, or `version` for the core group.
 pub fn api_version(k: &KindRef) -> String {
-    if k.group.is_empty() {
-        k.version.clone()
-    } else {
-        format!("{}/{}", k.group, k.version)
-    }
+    trellis_types::owners::api_version(&k.group, &k.version)
 }

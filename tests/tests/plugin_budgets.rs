@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trellis_plugin_host::scheduler::SchedulerSession;
-use trellis_plugin_host::{Budget, CallError, Capability, Grants, PluginSpec};
+use trellis_plugin_host::{
+    Budget, CallError, Capability, EngineConfig, Grants, Instances, PluginEngine, PluginSpec,
+};
 use trellis_tests::*;
 
 fn misbehaving(mode: &str, budget: Budget) -> PluginSpec {
@@ -152,4 +154,49 @@ fn plugin_errors_do_not_poison_the_instance() {
         other => panic!("expected invalid-input, got {other:?}"),
     }
     assert_eq!(s.generation(), gen, "an expected error keeps the instance");
+}
+
+/// Instances come from a pool of slots that are reused. A call that finds
+/// every slot taken gets a clear error, not a crash, and succeeds once an
+/// instance is freed.
+#[test]
+fn a_full_instance_pool_is_a_clear_error_until_a_slot_frees() {
+    let engine = PluginEngine::new(EngineConfig {
+        cache_dir: Some(cache_dir()),
+        instances: Instances::Pooled { instances: 2 },
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let load = || {
+        load_scheduler(
+            &engine,
+            "zone-maintenance",
+            PluginSpec::new("zone").config(r#"{"preferredZones":["zone-1"]}"#),
+        )
+    };
+    // Loading makes (and drops) an instance: load the third plugin first.
+    let third = load();
+    // A session makes its instance on its first call and keeps it.
+    let (_a, mut first) = session_with(load(), &three_nodes());
+    let (_b, mut second) = session_with(load(), &three_nodes());
+    for s in [&mut first, &mut second] {
+        assert_eq!(
+            s.filter(&pod("p"), &[0, 1, 2], 0).unwrap().feasible.len(),
+            3
+        );
+    }
+    let (_c, mut s3) = session_with(third, &[node("n0", &[("maintenance", "true")])]);
+    let err = s3.filter(&pod("p"), &[0], 0).unwrap_err();
+    assert!(matches!(err, CallError::Instantiate { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("instance pool is full") && msg.contains("maximum concurrent limit of 2"),
+        "{msg}"
+    );
+    drop(first);
+    s3.upsert_node(1, node("n1", &[])).unwrap();
+    let r = s3
+        .filter(&pod("p"), &[0, 1], 0)
+        .expect("a slot is free again");
+    assert_eq!(r.feasible, vec![1], "the instance in the reused slot works");
 }

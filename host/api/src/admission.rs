@@ -140,8 +140,8 @@ thread_local! {
     static STAGE: RefCell<Vec<Staged>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `objects-read` for admission plugins: reads the store directly. Called
-/// from the blocking thread a review runs on.
+/// `objects-read` for admission plugins: reads the store directly, on the
+/// thread the review runs on.
 struct StoreReader {
     objects: Objects,
     handle: tokio::runtime::Handle,
@@ -164,10 +164,8 @@ fn store_error(e: ApiError) -> ObjectError {
 impl ObjectSource for StoreReader {
     fn get(&self, kind: &KindRef, namespace: &str, name: &str) -> Result<String, ObjectError> {
         let k = kind_of(kind)?;
-        let obj = self
-            .handle
-            .block_on(self.objects.get(k, namespace, name))
-            .map_err(store_error)?;
+        let obj =
+            wait_for(&self.handle, self.objects.get(k, namespace, name)).map_err(store_error)?;
         Ok(obj.to_string())
     }
 
@@ -185,10 +183,8 @@ impl ObjectSource for StoreReader {
                     .map_err(|e| ObjectError::Invalid(e.to_string()))?,
             );
         }
-        let page = self
-            .handle
-            .block_on(self.objects.list(k, namespace, &opts))
-            .map_err(store_error)?;
+        let page =
+            wait_for(&self.handle, self.objects.list(k, namespace, &opts)).map_err(store_error)?;
         Ok(page.items.iter().map(Value::to_string).collect())
     }
 }
@@ -404,80 +400,79 @@ impl Admission {
             BTreeMap<String, String>,
             Result<(), Verdict>,
         );
-        let (review, staged, warnings, annotations, verdict): Outcome =
-            off_the_runtime(move || {
-                STAGE.with(|s| s.borrow_mut().clear());
-                let mut warnings = Vec::new();
-                let mut annotations = BTreeMap::new();
-                let mut verdict = Ok(());
-                for i in todo {
-                    let e = &chain2.entries[i];
-                    let text = review.to_string();
-                    match e.plugin.review(&text) {
-                        Ok(r) => {
-                            warnings.extend(r.warnings);
-                            for a in r.audit_annotations {
-                                annotations.insert(format!("{}/{}", e.name, a.key), a.value);
-                            }
-                            if !r.allowed {
-                                verdict = Err(Verdict::Denied {
+        let (review, staged, warnings, annotations, verdict): Outcome = on_this_thread(move || {
+            STAGE.with(|s| s.borrow_mut().clear());
+            let mut warnings = Vec::new();
+            let mut annotations = BTreeMap::new();
+            let mut verdict = Ok(());
+            for i in todo {
+                let e = &chain2.entries[i];
+                let text = review.to_string();
+                match e.plugin.review(&text) {
+                    Ok(r) => {
+                        warnings.extend(r.warnings);
+                        for a in r.audit_annotations {
+                            annotations.insert(format!("{}/{}", e.name, a.key), a.value);
+                        }
+                        if !r.allowed {
+                            verdict = Err(Verdict::Denied {
+                                plugin: e.name.clone(),
+                                code: if r.code == 422 { 422 } else { 403 },
+                                message: r.message,
+                            });
+                            break;
+                        }
+                        if !r.patch.is_empty() {
+                            if !e.mutating {
+                                verdict = Err(Verdict::Failed {
                                     plugin: e.name.clone(),
-                                    code: if r.code == 422 { 422 } else { 403 },
-                                    message: r.message,
+                                    message: "a validating plugin returned a patch".into(),
                                 });
                                 break;
                             }
-                            if !r.patch.is_empty() {
-                                if !e.mutating {
+                            let applied = serde_json::from_str::<Value>(&r.patch)
+                                .map_err(|err| err.to_string())
+                                .and_then(|ops| {
+                                    crate::patch::json_patch(&review["object"], &ops)
+                                        .map_err(|err| err.to_string())
+                                });
+                            match applied {
+                                Ok(obj) => review["object"] = obj,
+                                Err(m) => {
                                     verdict = Err(Verdict::Failed {
                                         plugin: e.name.clone(),
-                                        message: "a validating plugin returned a patch".into(),
+                                        message: format!("its patch does not apply: {m}"),
                                     });
                                     break;
                                 }
-                                let applied = serde_json::from_str::<Value>(&r.patch)
-                                    .map_err(|err| err.to_string())
-                                    .and_then(|ops| {
-                                        crate::patch::json_patch(&review["object"], &ops)
-                                            .map_err(|err| err.to_string())
-                                    });
-                                match applied {
-                                    Ok(obj) => review["object"] = obj,
-                                    Err(m) => {
-                                        verdict = Err(Verdict::Failed {
-                                            plugin: e.name.clone(),
-                                            message: format!("its patch does not apply: {m}"),
-                                        });
-                                        break;
-                                    }
-                                }
                             }
                         }
-                        Err(err) => match e.policy {
-                            Policy::Ignore => {
-                                annotations.insert(
-                                    format!("trellis.dev/admission-ignored-{}", e.name),
-                                    err.to_string(),
-                                );
-                                warnings.push(format!(
-                                    "admission plugin {:?} failed and was ignored: {err}",
-                                    e.name
-                                ));
-                            }
-                            Policy::Fail => {
-                                verdict = Err(Verdict::Failed {
-                                    plugin: e.name.clone(),
-                                    message: err.to_string(),
-                                });
-                                break;
-                            }
-                        },
                     }
+                    Err(err) => match e.policy {
+                        Policy::Ignore => {
+                            annotations.insert(
+                                format!("trellis.dev/admission-ignored-{}", e.name),
+                                err.to_string(),
+                            );
+                            warnings.push(format!(
+                                "admission plugin {:?} failed and was ignored: {err}",
+                                e.name
+                            ));
+                        }
+                        Policy::Fail => {
+                            verdict = Err(Verdict::Failed {
+                                plugin: e.name.clone(),
+                                message: err.to_string(),
+                            });
+                            break;
+                        }
+                    },
                 }
-                let staged = STAGE.with(|s| std::mem::take(&mut *s.borrow_mut()));
-                (review, staged, warnings, annotations, verdict)
-            })
-            .await?;
+            }
+            let staged = STAGE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+            (review, staged, warnings, annotations, verdict)
+        })
+        .await?;
         for name in annotations
             .keys()
             .filter_map(|k| k.strip_prefix("trellis.dev/admission-ignored-"))
@@ -822,19 +817,42 @@ fn check_plugin(source: &PluginSource, services: &HostServices, obj: &Value) -> 
     }
 }
 
-/// Run plugin calls where blocking is allowed: in place on a multi-thread
-/// runtime (no hop to another thread, which costs more than a short plugin
-/// call), else on the blocking pool. Host functions inside use
-/// `Handle::block_on`, which both allow.
-async fn off_the_runtime<R: Send + 'static>(
+/// Run the chain (`f`) on the thread of the request's own task: a review
+/// is a short call (tens to hundreds of µs) and a hop to another thread, or
+/// `block_in_place` handing this worker's queue to a new one, cost as much
+/// again and more in the tail. A review that must wait (a plugin reading
+/// from etcd) hands the worker off only then ([`wait_for`]); a looping
+/// plugin holds this thread at most for its deadline. On a current-thread
+/// runtime (tests) the chain runs on the blocking pool, as the one thread
+/// must not wait on itself.
+async fn on_this_thread<R: Send + 'static>(
     f: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, ApiError> {
     use tokio::runtime::{Handle, RuntimeFlavor};
     if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        Ok(tokio::task::block_in_place(f))
+        Ok(f())
     } else {
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| ApiError::internal(format!("admission: {e}")))
+    }
+}
+
+/// The result of `fut`, from synchronous code inside a review. A store
+/// read that is ready at once (the embedded store reads from memory) costs
+/// one poll; one that must wait (etcd) blocks this thread, first handing
+/// its runtime worker to another thread when it is one.
+fn wait_for<F: std::future::Future>(handle: &tokio::runtime::Handle, fut: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let mut fut = std::pin::pin!(fut);
+    if let Poll::Ready(v) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        return v;
+    }
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(fut))
+        }
+        _ => handle.block_on(fut),
     }
 }

@@ -35,7 +35,7 @@ mod state;
 
 pub use budget::Budget;
 pub use cache::{Digest, Provenance};
-pub use engine::{CompiledComponent, EngineConfig, PluginEngine};
+pub use engine::{CompiledComponent, EngineConfig, Instances, PluginEngine};
 pub use error::{CallError, FaultKind, LoadError, PluginFault};
 pub use grants::{Capability, Grants, KindGrant, CONTRACT_VERSION};
 pub use roles::PluginSpec;

@@ -87,8 +87,10 @@ async fn setup(c: &mut common::Client, chain: bool) {
             .await;
         assert_eq!(code, 201, "{path}: {}", String::from_utf8_lossy(&body));
     }
-    // Ready when the quota has its usage and both chains are active.
-    for _ in 0..200 {
+    // Ready when the quota has its usage, both chains are active and the
+    // scheduler has built its profile (it compiles its plugins first, which
+    // would otherwise overlap the measurement).
+    for _ in 0..600 {
         let (_, q) = c
             .call(
                 "GET",
@@ -98,20 +100,20 @@ async fn setup(c: &mut common::Client, chain: bool) {
             .await;
         let q: serde_json::Value = serde_json::from_slice(&q).unwrap();
         let mut active = 0;
-        for name in ["default", "teams"] {
+        for path in [
+            "admissionchains/default",
+            "admissionchains/teams",
+            "schedulerprofiles/default-scheduler",
+        ] {
             let (_, ch) = c
-                .call(
-                    "GET",
-                    &format!("/apis/trellis.dev/v1alpha1/admissionchains/{name}"),
-                    vec![],
-                )
+                .call("GET", &format!("/apis/trellis.dev/v1alpha1/{path}"), vec![])
                 .await;
             let ch: serde_json::Value = serde_json::from_slice(&ch).unwrap();
             if ch["status"]["conditions"][0]["status"] == "True" {
                 active += 1;
             }
         }
-        if q["status"]["used"]["pods"] == "0" && active == 2 {
+        if q["status"]["used"]["pods"] == "0" && active == 3 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -125,9 +127,17 @@ async fn main() {
     let plugins = plugins.to_str().unwrap();
     let with_dir = tempfile::tempdir().unwrap();
     let without_dir = tempfile::tempdir().unwrap();
-    let with = common::start(with_dir.path(), &["--plugin-dir", plugins]);
+    // No controllers in either: they would add background work (ReplicaSets
+    // and pods for every Deployment) to one server and not the other.
+    let with = common::start(
+        with_dir.path(),
+        &["--plugin-dir", plugins, "--no-controllers"],
+    );
     // No plugin directory: no admission chain runs (and no scheduler).
-    let without = common::start(without_dir.path(), &["--plugin-dir", "/nonexistent"]);
+    let without = common::start(
+        without_dir.path(),
+        &["--plugin-dir", "/nonexistent", "--no-controllers"],
+    );
     let mut cw = with.client().await;
     let mut cn = without.client().await;
     for c in [&mut cw, &mut cn] {

@@ -343,6 +343,158 @@ fn resource_quota_holds_under_concurrent_creates() {
     );
 }
 
+/// Apply `quota` (a ResourceQuota manifest in `ns`) and wait until its
+/// usage is known.
+fn quota_in(c: &Cluster, ns: &str, quota: &str) {
+    c.apply(quota);
+    let name = quota
+        .split("name: ")
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .expect("the manifest names its quota")
+        .to_string();
+    c.eventually(&format!("{ns}/{name} usage known"), PATIENCE, || {
+        !c.kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "resourcequota",
+            &name,
+            "-o",
+            "jsonpath={.status.used}",
+        ])
+        .1
+        .is_empty()
+    });
+}
+
+/// Create each manifest in order; `Ok` admits, `Err(m)` is refused with a
+/// message containing `m`.
+fn expect_creates(c: &Cluster, cases: &[(String, Result<(), &str>)]) {
+    for (manifest, want) in cases {
+        let (code, out) = create(c, manifest);
+        match want {
+            Ok(()) => assert_eq!(code, 0, "{manifest}{out}"),
+            Err(m) => {
+                assert_ne!(code, 0, "admitted:\n{manifest}");
+                assert!(out.contains(m), "{manifest}{out}");
+            }
+        }
+    }
+}
+
+#[test]
+fn quota_resources_and_scopes_through_kubectl() {
+    let dir = trellis_testkit::plugin_dir();
+    let c = Cluster::start(&["up", "--plugin-dir", dir.to_str().unwrap()], None);
+    c.eventually("the default chain is active", PATIENCE, || {
+        chain_ready(&c, "default")
+    });
+    let pod_spec = |ns: &str, name: &str, spec: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}"
+        )
+    };
+    let app = |resources: &str| {
+        format!("  containers: [{{name: app, image: nginx, resources: {resources}}}]\n")
+    };
+
+    // Memory requests, CPU and memory limits, and secrets.
+    c.ok(&["create", "namespace", "res"]);
+    quota_in(
+        &c,
+        "res",
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: compute, namespace: res}\nspec:\n  hard: {requests.memory: 100Mi, limits.cpu: \"1\", limits.memory: 200Mi, secrets: \"1\"}\n",
+    );
+    let secret = |n: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {n}, namespace: res}}\nstringData: {{k: v}}\n")
+    };
+    expect_creates(
+        &c,
+        &[
+            (pod_spec("res", "fits", &app("{requests: {memory: 64Mi}, limits: {cpu: 500m, memory: 128Mi}}")), Ok(())),
+            (pod_spec("res", "mem", &app("{requests: {memory: 64Mi}, limits: {cpu: 100m, memory: 64Mi}}")),
+             Err("exceeded quota: compute, requested: requests.memory=64Mi, used: requests.memory=64Mi, limited: requests.memory=100Mi")),
+            (pod_spec("res", "cpu", &app("{requests: {memory: 10Mi}, limits: {cpu: 600m, memory: 10Mi}}")),
+             Err("limits.cpu=600m")),
+            (pod_spec("res", "lim", &app("{requests: {memory: 10Mi}, limits: {cpu: 100m, memory: 100Mi}}")),
+             Err("limits.memory=100Mi")),
+            (pod_spec("res", "bare", &app("{}")),
+             Err("failed quota: compute: must specify limits.cpu for: app; limits.memory for: app; requests.memory for: app")),
+            (secret("one"), Ok(())),
+            (secret("two"), Err("exceeded quota: compute, requested: secrets=1, used: secrets=1, limited: secrets=1")),
+        ],
+    );
+
+    // Terminating (activeDeadlineSeconds set) and NotTerminating pods.
+    c.ok(&["create", "namespace", "terms"]);
+    quota_in(
+        &c,
+        "terms",
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: terminating, namespace: terms}\nspec:\n  hard: {pods: \"1\"}\n  scopes: [Terminating]\n",
+    );
+    quota_in(
+        &c,
+        "terms",
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: longrunning, namespace: terms}\nspec:\n  hard: {pods: \"1\"}\n  scopes: [NotTerminating]\n",
+    );
+    let deadline = |name: &str| {
+        pod_spec(
+            "terms",
+            name,
+            &format!("  activeDeadlineSeconds: 600\n{}", app("{}")),
+        )
+    };
+    expect_creates(
+        &c,
+        &[
+            (deadline("job-1"), Ok(())),
+            (deadline("job-2"), Err("exceeded quota: terminating")),
+            (pod_spec("terms", "svc-1", &app("{}")), Ok(())),
+            (
+                pod_spec("terms", "svc-2", &app("{}")),
+                Err("exceeded quota: longrunning"),
+            ),
+        ],
+    );
+
+    // NotBestEffort, and a PriorityClass scope selector.
+    c.ok(&["create", "namespace", "prio"]);
+    quota_in(
+        &c,
+        "prio",
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: burst, namespace: prio}\nspec:\n  hard: {pods: \"1\"}\n  scopes: [NotBestEffort]\n",
+    );
+    quota_in(
+        &c,
+        "prio",
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: high, namespace: prio}\nspec:\n  hard: {pods: \"1\"}\n  scopeSelector:\n    matchExpressions: [{scopeName: PriorityClass, operator: In, values: [high]}]\n",
+    );
+    let high = |name: &str| {
+        pod_spec(
+            "prio",
+            name,
+            &format!("  priorityClassName: high\n{}", app("{}")),
+        )
+    };
+    expect_creates(
+        &c,
+        &[
+            (
+                pod_spec("prio", "b-1", &app("{requests: {cpu: 10m}}")),
+                Ok(()),
+            ),
+            (
+                pod_spec("prio", "b-2", &app("{requests: {cpu: 10m}}")),
+                Err("exceeded quota: burst"),
+            ),
+            (pod_spec("prio", "be", &app("{}")), Ok(())),
+            (high("h-1"), Ok(())),
+            (high("h-2"), Err("exceeded quota: high")),
+        ],
+    );
+}
+
 #[test]
 fn user_plugins_load_with_kubectl_and_failures_follow_policy() {
     let dir = trellis_testkit::plugin_dir();

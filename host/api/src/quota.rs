@@ -48,6 +48,14 @@ fn finished(value: &[u8]) -> bool {
     has(br#""phase":"Succeeded""#) || has(br#""phase":"Failed""#)
 }
 
+/// A stored quota's `spec`, to tell a change of what it limits (which needs
+/// a recompute) from a status write (an admission charge or our own).
+fn spec_of(value: &[u8]) -> String {
+    serde_json::from_slice::<Value>(value)
+        .map(|v| v["spec"].to_string())
+        .unwrap_or_default()
+}
+
 /// Recompute every quota of `ns`.
 async fn sync_namespace(objects: &Objects, ns: &str) -> Result<(), ApiError> {
     let quotas = objects
@@ -161,6 +169,10 @@ pub(crate) async fn run(objects: Objects, mut shutdown: tokio::sync::watch::Rece
             }
         };
         let mut dirty: BTreeSet<String> = BTreeSet::new();
+        // Each quota's spec as last seen: every create charges its quota's
+        // status, and recomputing a namespace on each of those (listing all
+        // its pods) would load the server in proportion to its write rate.
+        let mut specs: BTreeMap<Vec<u8>, String> = BTreeMap::new();
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
         let quota_prefix = quotas_kind().store_prefix();
@@ -197,6 +209,17 @@ pub(crate) async fn run(objects: Objects, mut shutdown: tokio::sync::watch::Rece
                                     && finished(&e.kv.value));
                             if !is_quota && !frees {
                                 continue;
+                            }
+                            if is_quota && e.kind == EventKind::Delete {
+                                specs.remove(e.kv.key.as_ref());
+                                continue;
+                            }
+                            if is_quota {
+                                let spec = spec_of(&e.kv.value);
+                                if specs.get(e.kv.key.as_ref()) == Some(&spec) {
+                                    continue; // only its status changed
+                                }
+                                specs.insert(e.kv.key.to_vec(), spec);
                             }
                             let Some(ns) = namespace_of(&e.kv.key) else { continue };
                             if is_quota {

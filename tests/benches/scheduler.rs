@@ -463,7 +463,7 @@ impl ChainPlugin for Timed {
     fn remove_node(&mut self, id: NodeId) -> Result<(), CallError> {
         self.time(|t| &mut t.changes, |p| p.remove_node(id))
     }
-    fn assume_pod(&mut self, node: NodeId, pod: &PlacedPod) -> Result<(), CallError> {
+    fn assume_pod(&mut self, node: NodeId, pod: &Arc<PlacedPod>) -> Result<(), CallError> {
         self.time(|t| &mut t.changes, |p| p.assume_pod(node, pod))
     }
     fn forget_pod(&mut self, node: NodeId, uid: &str) -> Result<(), CallError> {

@@ -181,7 +181,11 @@ impl<T: SchedulerPlugin + Send> ChainPlugin for NativePlugin<T> {
         })
     }
 
-    fn assume_pod(&mut self, node: host::NodeId, pod: &host::PlacedPod) -> Result<(), CallError> {
+    fn assume_pod(
+        &mut self,
+        node: host::NodeId,
+        pod: &std::sync::Arc<host::PlacedPod>,
+    ) -> Result<(), CallError> {
         let pod = pod.to_sdk();
         guard(|| self.plugin.assume_pod(node, pod))
     }

@@ -136,11 +136,11 @@ fn compare_fixture(
             .as_deref()
             .and_then(|n| ids.get(n).copied())
             .unwrap_or_else(|| panic!("{}: placed pod {} has no known node", pair.at, pod.name));
-        let pp = k8s::placed_pod(&pod);
+        let pp = std::sync::Arc::new(k8s::placed_pod(&pod));
         pair.same(&format!("assume pod {}", pp.uid), |p| {
             p.assume_pod(node, &pp)
         });
-        placed.push((node, pp.uid));
+        placed.push((node, pp.uid.clone()));
     }
 
     let run_cases = |pair: &mut Pair, ids: &BTreeMap<String, NodeId>, round: &str| {

@@ -6,6 +6,7 @@
 //! one pod to the next so that every node gets its turn.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use trellis_plugin_host::scheduler::{
     FilterResult, Node, NodeId, Phases, PlacedPod, PluginInfo, Pod, SchedulerSession,
@@ -26,7 +27,7 @@ pub trait ChainPlugin: Send {
     /// Remove a node and the pods on it.
     fn remove_node(&mut self, id: NodeId) -> Result<(), CallError>;
     /// A pod is bound or assumed on a node.
-    fn assume_pod(&mut self, node: NodeId, pod: &PlacedPod) -> Result<(), CallError>;
+    fn assume_pod(&mut self, node: NodeId, pod: &Arc<PlacedPod>) -> Result<(), CallError>;
     /// A pod left a node.
     fn forget_pod(&mut self, node: NodeId, uid: &str) -> Result<(), CallError>;
     /// Filter `candidates`, stopping after `max_feasible` feasible ones (0 = all).
@@ -68,7 +69,7 @@ impl ChainPlugin for WasmPlugin {
     fn remove_node(&mut self, id: NodeId) -> Result<(), CallError> {
         self.session.remove_node(id)
     }
-    fn assume_pod(&mut self, node: NodeId, pod: &PlacedPod) -> Result<(), CallError> {
+    fn assume_pod(&mut self, node: NodeId, pod: &Arc<PlacedPod>) -> Result<(), CallError> {
         self.session.assume_pod(node, pod.clone())
     }
     fn forget_pod(&mut self, node: NodeId, uid: &str) -> Result<(), CallError> {
@@ -215,7 +216,7 @@ impl Profile {
         }
     }
 
-    pub(crate) fn assume_pod(&mut self, id: NodeId, pod: &PlacedPod) {
+    pub(crate) fn assume_pod(&mut self, id: NodeId, pod: &Arc<PlacedPod>) {
         for e in &mut self.entries {
             if let Err(err) = e.plugin.assume_pod(id, pod) {
                 tracing::warn!(profile = %self.name, plugin = %e.name, pod = %pod.uid, error = %err, "plugin refused a pod");
@@ -410,7 +411,7 @@ mod tests {
         fn remove_node(&mut self, _: NodeId) -> Result<(), CallError> {
             Ok(())
         }
-        fn assume_pod(&mut self, _: NodeId, _: &PlacedPod) -> Result<(), CallError> {
+        fn assume_pod(&mut self, _: NodeId, _: &Arc<PlacedPod>) -> Result<(), CallError> {
             Ok(())
         }
         fn forget_pod(&mut self, _: NodeId, _: &str) -> Result<(), CallError> {

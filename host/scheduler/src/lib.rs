@@ -137,7 +137,7 @@ struct Cache {
     /// Indexed by id; `None` for a free id.
     nodes: Vec<Option<Node>>,
     /// Bound or assumed pods: uid -> (node, what plugins know of it).
-    bound: HashMap<String, (NodeId, PlacedPod)>,
+    bound: HashMap<String, (NodeId, Arc<PlacedPod>)>,
     namespace_labels: HashMap<String, Vec<Label>>,
     /// The ids of `nodes` that hold a node, in id order: every pod's
     /// candidates, kept as nodes come and go rather than rebuilt per pod.
@@ -296,6 +296,7 @@ impl Scheduler {
     }
 
     fn assume(&mut self, id: NodeId, placed: PlacedPod) {
+        let placed = Arc::new(placed);
         for p in self.profiles.values_mut() {
             p.assume_pod(id, &placed);
         }

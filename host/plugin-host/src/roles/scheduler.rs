@@ -122,7 +122,7 @@ pub struct SchedulerSession {
     slot: Arc<PluginSlot<SchedulerPlugin>>,
     live: Option<(u64, Arc<crate::slot::Versioned<SchedulerPlugin>>, Instance)>,
     nodes: Vec<Option<Node>>,
-    pods: HashMap<String, (NodeId, PlacedPod)>,
+    pods: HashMap<String, (NodeId, Arc<PlacedPod>)>,
 }
 
 impl SchedulerSession {
@@ -231,8 +231,15 @@ impl SchedulerSession {
         })
     }
 
-    /// A pod is bound or assumed on a node.
-    pub fn assume_pod(&mut self, node: NodeId, pod: PlacedPod) -> Result<(), CallError> {
+    /// A pod is bound or assumed on a node. The session keeps the pod to
+    /// replay into a new instance; a scheduler shares one copy among the
+    /// sessions of all its plugins.
+    pub fn assume_pod(
+        &mut self,
+        node: NodeId,
+        pod: impl Into<Arc<PlacedPod>>,
+    ) -> Result<(), CallError> {
+        let pod = pod.into();
         self.pods.insert(pod.uid.clone(), (node, pod.clone()));
         if self.live.is_none() {
             return Ok(());

@@ -38,6 +38,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -291,6 +292,9 @@ pub(crate) struct Admission {
     chain: ArcSwap<Chain>,
     pub metrics: Metrics,
     audit: Option<Mutex<std::fs::File>>,
+    /// The last phase run took longer than [`SLOW`]: run the next ones
+    /// with the runtime worker handed off ([`Placement::HandOff`]).
+    slow: AtomicBool,
 }
 
 impl Admission {
@@ -308,6 +312,7 @@ impl Admission {
             chain: ArcSwap::from_pointee(Chain::default()),
             metrics: Metrics::default(),
             audit,
+            slow: AtomicBool::new(false),
         }
     }
 
@@ -400,7 +405,13 @@ impl Admission {
             BTreeMap<String, String>,
             Result<(), Verdict>,
         );
-        let (review, staged, warnings, annotations, verdict): Outcome = on_this_thread(move || {
+        let placement = if self.slow.load(Ordering::Relaxed) {
+            Placement::HandOff
+        } else {
+            Placement::Inline
+        };
+        let started = std::time::Instant::now();
+        let outcome = run_chain(placement, move || {
             STAGE.with(|s| s.borrow_mut().clear());
             let mut warnings = Vec::new();
             let mut annotations = BTreeMap::new();
@@ -473,6 +484,8 @@ impl Admission {
             (review, staged, warnings, annotations, verdict)
         })
         .await?;
+        self.slow.store(started.elapsed() > SLOW, Ordering::Relaxed);
+        let (review, staged, warnings, annotations, verdict): Outcome = outcome;
         for name in annotations
             .keys()
             .filter_map(|k| k.strip_prefix("trellis.dev/admission-ignored-"))
@@ -817,24 +830,39 @@ fn check_plugin(source: &PluginSource, services: &HostServices, obj: &Value) -> 
     }
 }
 
-/// Run the chain (`f`) on the thread of the request's own task: a review
-/// is a short call (tens to hundreds of µs) and a hop to another thread, or
-/// `block_in_place` handing this worker's queue to a new one, cost as much
-/// again and more in the tail. A review that must wait (a plugin reading
-/// from etcd) hands the worker off only then ([`wait_for`]); a looping
-/// plugin holds this thread at most for its deadline. On a current-thread
-/// runtime (tests) the chain runs on the blocking pool, as the one thread
-/// must not wait on itself.
-async fn on_this_thread<R: Send + 'static>(
+/// A phase that took longer than this makes the next ones hand their
+/// runtime worker off while they run.
+const SLOW: Duration = Duration::from_millis(5);
+
+/// Where a phase of the chain runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// On the request's own thread, as it is: a review is a short call
+    /// (tens to hundreds of µs), and handing the runtime worker off
+    /// (`block_in_place`) or hopping to another thread cost as much again,
+    /// and more in the tail. A store read that must wait (etcd) hands the
+    /// worker off then ([`wait_for`]).
+    Inline,
+    /// On the request's thread after handing its runtime worker to another
+    /// thread: after a slow phase (a plugin looping to its deadline), so
+    /// such plugins do not hold the runtime's workers.
+    HandOff,
+}
+
+/// Run a phase of the chain (`f`) where `placement` says. On a
+/// current-thread runtime (tests) it runs on the blocking pool, as the one
+/// thread must not wait on itself.
+async fn run_chain<R: Send + 'static>(
+    placement: Placement,
     f: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, ApiError> {
     use tokio::runtime::{Handle, RuntimeFlavor};
-    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        Ok(f())
-    } else {
-        tokio::task::spawn_blocking(f)
+    match (Handle::current().runtime_flavor(), placement) {
+        (RuntimeFlavor::MultiThread, Placement::Inline) => Ok(f()),
+        (RuntimeFlavor::MultiThread, Placement::HandOff) => Ok(tokio::task::block_in_place(f)),
+        _ => tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| ApiError::internal(format!("admission: {e}")))
+            .map_err(|e| ApiError::internal(format!("admission: {e}"))),
     }
 }
 

@@ -175,16 +175,16 @@ fn main() {
     };
     let pooled = engine(Instances::default());
     let on_demand = engine(Instances::OnDemand);
-    let mut plugins: Vec<_> = plugins(&pooled)
+    let mut all: Vec<_> = plugins(&pooled)
         .into_iter()
         .map(|(n, p, r)| (format!("{n}, pooled"), p, r))
         .collect();
-    plugins.extend(
-        self::plugins(&on_demand)
+    all.extend(
+        plugins(&on_demand)
             .into_iter()
             .map(|(n, p, r)| (format!("{n}, on demand"), p, r)),
     );
-    for (name, p, req) in &plugins {
+    for (name, p, req) in &all {
         let r = p.review(req).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
             r.allowed,
@@ -192,10 +192,10 @@ fn main() {
             r.message
         );
     }
-    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(ROUNDS); plugins.len()];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(ROUNDS); all.len()];
     // Interleaved, so each plugin sees the same machine.
     for _ in 0..ROUNDS {
-        for (i, (_, p, req)) in plugins.iter().enumerate() {
+        for (i, (_, p, req)) in all.iter().enumerate() {
             let t = Instant::now();
             let r = p.review(req);
             times[i].push(t.elapsed());
@@ -207,7 +207,7 @@ fn main() {
         "{:<28} {:>10} {:>10}",
         "plugin, instances", "p50 µs", "p99 µs"
     );
-    for ((name, _, _), t) in plugins.iter().zip(times) {
+    for ((name, _, _), t) in all.iter().zip(times) {
         let (p50, p99) = median_p99(t);
         println!("{name:<28} {p50:>10.1} {p99:>10.1}");
     }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use trellis_store::{EventKind, WatchRequest, WatchResponse};
+use trellis_store::{Event, EventKind, WatchRequest, WatchResponse};
 use trellis_types::quota;
 
 use crate::registry::{self, Kind, KINDS};
@@ -48,12 +48,19 @@ fn finished(value: &[u8]) -> bool {
     has(br#""phase":"Succeeded""#) || has(br#""phase":"Failed""#)
 }
 
-/// A stored quota's `spec`, to tell a change of what it limits (which needs
-/// a recompute) from a status write (an admission charge or our own).
-fn spec_of(value: &[u8]) -> String {
-    serde_json::from_slice::<Value>(value)
+/// Whether a quota event changed what the quota limits, which needs a
+/// recompute: a new quota or a new spec, not a status write (an admission
+/// charge or our own) nor a deletion. `specs` holds each quota's spec as
+/// last seen.
+fn quota_changed(specs: &mut BTreeMap<Vec<u8>, String>, e: &Event) -> bool {
+    if e.kind == EventKind::Delete {
+        specs.remove(e.kv.key.as_ref());
+        return false;
+    }
+    let spec = serde_json::from_slice::<Value>(&e.kv.value)
         .map(|v| v["spec"].to_string())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    specs.insert(e.kv.key.to_vec(), spec.clone()).as_ref() != Some(&spec)
 }
 
 /// Recompute every quota of `ns`.
@@ -202,24 +209,17 @@ pub(crate) async fn run(objects: Objects, mut shutdown: tokio::sync::watch::Rece
                     Some(Ok(WatchResponse::Events(events))) => {
                         for e in events {
                             let is_quota = e.kv.key.starts_with(quota_prefix.as_bytes());
-                            // Creates and updates were charged by admission;
-                            // what frees usage is a delete or a pod finishing.
-                            let frees = e.kind == EventKind::Delete
-                                || (e.kv.key.starts_with(pods_prefix.as_bytes())
-                                    && finished(&e.kv.value));
-                            if !is_quota && !frees {
+                            let recompute = if is_quota {
+                                quota_changed(&mut specs, &e)
+                            } else {
+                                // Creates and updates were charged by admission;
+                                // what frees usage is a delete or a pod finishing.
+                                e.kind == EventKind::Delete
+                                    || (e.kv.key.starts_with(pods_prefix.as_bytes())
+                                        && finished(&e.kv.value))
+                            };
+                            if !recompute {
                                 continue;
-                            }
-                            if is_quota && e.kind == EventKind::Delete {
-                                specs.remove(e.kv.key.as_ref());
-                                continue;
-                            }
-                            if is_quota {
-                                let spec = spec_of(&e.kv.value);
-                                if specs.get(e.kv.key.as_ref()) == Some(&spec) {
-                                    continue; // only its status changed
-                                }
-                                specs.insert(e.kv.key.to_vec(), spec);
                             }
                             let Some(ns) = namespace_of(&e.kv.key) else { continue };
                             if is_quota {
@@ -254,5 +254,40 @@ mod tests {
             Some("default")
         );
         assert_eq!(namespace_of(b"/registry/core/nodes/n1"), None);
+    }
+
+    #[test]
+    fn only_a_new_or_changed_spec_is_a_quota_change() {
+        let event = |kind, value: Value| Event {
+            kind,
+            kv: trellis_store::KeyValue {
+                key: "/registry/core/resourcequotas/a/q".into(),
+                value: if value.is_null() {
+                    Vec::new()
+                } else {
+                    value.to_string().into_bytes()
+                }
+                .into(),
+                create_revision: 1,
+                mod_revision: 2,
+                version: 1,
+            },
+            prev_kv: None,
+        };
+        let put = |hard: &str, used: &str| {
+            event(
+                EventKind::Put,
+                json!({"spec": {"hard": {"pods": hard}}, "status": {"used": {"pods": used}}}),
+            )
+        };
+        let mut specs = BTreeMap::new();
+        assert!(quota_changed(&mut specs, &put("5", "0")), "a new quota");
+        assert!(!quota_changed(&mut specs, &put("5", "1")), "a charge");
+        assert!(quota_changed(&mut specs, &put("6", "1")), "a new limit");
+        assert!(!quota_changed(
+            &mut specs,
+            &event(EventKind::Delete, Value::Null)
+        ));
+        assert!(quota_changed(&mut specs, &put("6", "1")), "created again");
     }
 }

@@ -173,21 +173,12 @@ fn quota_race(c: &Cluster) {
         chain_ready(c, "default")
     });
     c.ok(&["create", "namespace", "q"]);
-    c.apply(
-        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: five, namespace: q}\nspec:\n  hard: {pods: \"5\", requests.cpu: \"1\"}\n",
+    quota_in(
+        c,
+        "q",
+        "five",
+        "  hard: {pods: \"5\", requests.cpu: \"1\"}\n",
     );
-    c.eventually("the quota's usage is known", PATIENCE, || {
-        c.kubectl(&[
-            "-n",
-            "q",
-            "get",
-            "resourcequota",
-            "five",
-            "-o",
-            "jsonpath={.status.used.pods}",
-        ])
-        .1 == "0"
-    });
     let results: Vec<(i32, String)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..20)
             .map(|i| {
@@ -272,21 +263,12 @@ fn resource_quota_holds_under_concurrent_creates() {
 
     // Object counts, services, claims and storage, with kubectl manifests.
     c.ok(&["create", "namespace", "objs"]);
-    c.apply(
-        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: objs, namespace: objs}\nspec:\n  hard: {configmaps: \"1\", services: \"2\", services.nodeports: \"0\", persistentvolumeclaims: \"2\", requests.storage: 5Gi, count/deployments.apps: \"1\"}\n",
+    quota_in(
+        &c,
+        "objs",
+        "objs",
+        "  hard: {configmaps: \"1\", services: \"2\", services.nodeports: \"0\", persistentvolumeclaims: \"2\", requests.storage: 5Gi, count/deployments.apps: \"1\"}\n",
     );
-    c.eventually("objs usage known", PATIENCE, || {
-        c.kubectl(&[
-            "-n",
-            "objs",
-            "get",
-            "resourcequota",
-            "objs",
-            "-o",
-            "jsonpath={.status.used.configmaps}",
-        ])
-        .1 == "0"
-    });
     let cm = |n: &str| {
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {n}, namespace: objs}}\n")
     };
@@ -317,21 +299,12 @@ fn resource_quota_holds_under_concurrent_creates() {
 
     // Scopes: a BestEffort quota counts only pods without requests or limits.
     c.ok(&["create", "namespace", "scoped"]);
-    c.apply(
-        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: besteffort, namespace: scoped}\nspec:\n  hard: {pods: \"1\"}\n  scopes: [BestEffort]\n",
+    quota_in(
+        &c,
+        "scoped",
+        "besteffort",
+        "  hard: {pods: \"1\"}\n  scopes: [BestEffort]\n",
     );
-    c.eventually("scoped usage known", PATIENCE, || {
-        c.kubectl(&[
-            "-n",
-            "scoped",
-            "get",
-            "resourcequota",
-            "besteffort",
-            "-o",
-            "jsonpath={.status.used.pods}",
-        ])
-        .1 == "0"
-    });
     assert_eq!(create(&c, &pod("scoped", "be-1", "{}")).0, 0);
     let (code, out) = create(&c, &pod("scoped", "be-2", "{}"));
     assert_ne!(code, 0);
@@ -343,23 +316,19 @@ fn resource_quota_holds_under_concurrent_creates() {
     );
 }
 
-/// Apply `quota` (a ResourceQuota manifest in `ns`) and wait until its
-/// usage is known.
-fn quota_in(c: &Cluster, ns: &str, quota: &str) {
-    c.apply(quota);
-    let name = quota
-        .split("name: ")
-        .nth(1)
-        .and_then(|r| r.split([',', '}']).next())
-        .expect("the manifest names its quota")
-        .to_string();
+/// Apply the ResourceQuota `name` in `ns` with `spec` (its YAML lines under
+/// `spec:`) and wait until the quota controller has computed its usage.
+fn quota_in(c: &Cluster, ns: &str, name: &str, spec: &str) {
+    c.apply(&format!(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}"
+    ));
     c.eventually(&format!("{ns}/{name} usage known"), PATIENCE, || {
         !c.kubectl(&[
             "-n",
             ns,
             "get",
             "resourcequota",
-            &name,
+            name,
             "-o",
             "jsonpath={.status.used}",
         ])
@@ -404,7 +373,8 @@ fn quota_resources_and_scopes_through_kubectl() {
     quota_in(
         &c,
         "res",
-        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: compute, namespace: res}\nspec:\n  hard: {requests.memory: 100Mi, limits.cpu: \"1\", limits.memory: 200Mi, secrets: \"1\"}\n",
+        "compute",
+        "  hard: {requests.memory: 100Mi, limits.cpu: \"1\", limits.memory: 200Mi, secrets: \"1\"}\n",
     );
     let secret = |n: &str| {
         format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {n}, namespace: res}}\nstringData: {{k: v}}\n")
@@ -431,12 +401,14 @@ fn quota_resources_and_scopes_through_kubectl() {
     quota_in(
         &c,
         "terms",
-        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: terminating, namespace: terms}\nspec:\n  hard: {pods: \"1\"}\n  scopes: [Terminating]\n",
+        "terminating",
+        "  hard: {pods: \"1\"}\n  scopes: [Terminating]\n",
     );
     quota_in(
         &c,
         "terms",
-        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: longrunning, namespace: terms}\nspec:\n  hard: {pods: \"1\"}\n  scopes: [NotTerminating]\n",
+        "longrunning",
+        "  hard: {pods: \"1\"}\n  scopes: [NotTerminating]\n",
     );
     let deadline = |name: &str| {
         pod_spec(
@@ -463,12 +435,14 @@ fn quota_resources_and_scopes_through_kubectl() {
     quota_in(
         &c,
         "prio",
-        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: burst, namespace: prio}\nspec:\n  hard: {pods: \"1\"}\n  scopes: [NotBestEffort]\n",
+        "burst",
+        "  hard: {pods: \"1\"}\n  scopes: [NotBestEffort]\n",
     );
     quota_in(
         &c,
         "prio",
-        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: high, namespace: prio}\nspec:\n  hard: {pods: \"1\"}\n  scopeSelector:\n    matchExpressions: [{scopeName: PriorityClass, operator: In, values: [high]}]\n",
+        "high",
+        "  hard: {pods: \"1\"}\n  scopeSelector:\n    matchExpressions: [{scopeName: PriorityClass, operator: In, values: [high]}]\n",
     );
     let high = |name: &str| {
         pod_spec(

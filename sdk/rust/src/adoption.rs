@@ -76,6 +76,27 @@ pub fn claim(
     Ok(claimed)
 }
 
+/// Whether `owner`'s `spec.selector` selects `obj` (an invalid selector
+/// selects nothing): the `matches` of [`claim`] for a workload owner.
+pub fn selected_by(owner: &Value) -> impl Fn(&Value) -> bool + '_ {
+    move |obj| objects::object_matches(&owner["spec"]["selector"], obj).unwrap_or(false)
+}
+
+/// [`claim`] over every object of `kind` in `owner`'s namespace, matched by
+/// `owner`'s selector and `also` (upstream's `ClaimPods`,
+/// `ClaimReplicaSets`, `controlledHistories`).
+pub fn claim_selected(
+    api: &impl Api,
+    kind: &KindRef,
+    owner: &Value,
+    owner_kind: &KindRef,
+    also: impl Fn(&Value) -> bool,
+) -> Result<Vec<Value>, ObjectError> {
+    let all = api.list(kind, objects::namespace(owner), "")?;
+    let selects = selected_by(owner);
+    claim(api, kind, owner, owner_kind, all, |o| selects(o) && also(o))
+}
+
 fn patch_owners(
     api: &impl Api,
     kind: &KindRef,

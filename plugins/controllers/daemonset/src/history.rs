@@ -46,14 +46,8 @@ pub fn hash_of(r: &Value) -> &str {
 /// by the DaemonSet (adopting orphans its selector matches, releasing its own
 /// that stopped matching).
 fn controlled(api: &impl Api, ds: &Value) -> Result<Vec<Value>, PluginError> {
-    let selector = &ds["spec"]["selector"];
-    let all = api
-        .list(&controller_revision(), objects::namespace(ds), "")
-        .map_err(internal)?;
-    adoption::claim(api, &controller_revision(), ds, &daemon_set(), all, |r| {
-        objects::object_matches(selector, r).unwrap_or(false)
-    })
-    .map_err(internal)
+    adoption::claim_selected(api, &controller_revision(), ds, &daemon_set(), |_| true)
+        .map_err(internal)
 }
 
 /// Upstream's `constructHistory`: the current revision (created, deduplicated

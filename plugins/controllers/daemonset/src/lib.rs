@@ -146,14 +146,7 @@ pub(crate) fn sort_pods(pods: &mut [Value]) {
 /// Upstream's `ClaimPods`: the DaemonSet's pods, adopting orphans its selector
 /// matches and releasing owned pods it no longer matches.
 fn claim_pods(api: &impl Api, ds: &Value) -> Result<Vec<Value>, PluginError> {
-    let selector = &ds["spec"]["selector"];
-    let pods = api
-        .list(&pod(), objects::namespace(ds), "")
-        .map_err(internal)?;
-    adoption::claim(api, &pod(), ds, &daemon_set(), pods, |p| {
-        objects::object_matches(selector, p).unwrap_or(false)
-    })
-    .map_err(internal)
+    adoption::claim_selected(api, &pod(), ds, &daemon_set(), |_| true).map_err(internal)
 }
 
 /// The DaemonSet's pods as the status sees them again after writes (no claims).

@@ -513,20 +513,8 @@ impl<A: Api> Sync<'_, A> {
     /// and selects, after adopting matching orphans and releasing the ones
     /// that stopped matching (neither while the Deployment is being deleted).
     fn claim_replica_sets(&self) -> Result<Vec<Value>, PluginError> {
-        let selector = &self.d["spec"]["selector"];
-        let all = self
-            .api
-            .list(&replica_set(), &self.ns(), "")
-            .map_err(internal)?;
-        adoption::claim(
-            self.api,
-            &replica_set(),
-            &self.d,
-            &deployment(),
-            all,
-            |rs| objects::object_matches(selector, rs).unwrap_or(false),
-        )
-        .map_err(internal)
+        adoption::claim_selected(self.api, &replica_set(), &self.d, &deployment(), |_| true)
+            .map_err(internal)
     }
 
     /// Upstream's `checkPausedConditions`.

@@ -170,11 +170,15 @@ pub fn reconcile(api: &impl Api, cfg: &Config, key: &ObjectKey) -> Result<Action
 /// selector matches, after adopting matching orphans and releasing its pods
 /// that no longer match (neither while the ReplicaSet is being deleted).
 fn claim_pods(api: &impl Api, rs: &Value, active: &[&Value]) -> Result<Vec<Value>, PluginError> {
-    let selector = &rs["spec"]["selector"];
     let candidates = active.iter().map(|p| (*p).clone());
-    adoption::claim(api, &pod(), rs, &replica_set(), candidates, |p| {
-        objects::object_matches(selector, p).unwrap_or(false)
-    })
+    adoption::claim(
+        api,
+        &pod(),
+        rs,
+        &replica_set(),
+        candidates,
+        adoption::selected_by(rs),
+    )
     .map_err(internal)
 }
 

@@ -191,12 +191,8 @@ fn start_ordinal(set: &Value) -> i64 {
 
 /// Upstream's `ClaimPods` with `isMemberOf`: adopt orphans, release strays.
 fn claim_pods(api: &impl Api, set: &Value) -> Result<Vec<Value>, PluginError> {
-    let selector = &set["spec"]["selector"];
-    let pods = api
-        .list(&pod(), objects::namespace(set), "")
-        .map_err(internal)?;
-    adoption::claim(api, &pod(), set, &stateful_set(), pods, |p| {
-        objects::object_matches(selector, p).unwrap_or(false) && identity::is_member_of(set, p)
+    adoption::claim_selected(api, &pod(), set, &stateful_set(), |p| {
+        identity::is_member_of(set, p)
     })
     .map_err(internal)
 }

@@ -17,7 +17,7 @@ use trellis_plugin_host::scheduler::{self as host, NodeId, SchedulerSession};
 use trellis_plugin_host::{EngineConfig, PluginEngine, PluginSpec};
 use trellis_sdk::scheduler::{self as sdk, SchedulerPlugin as _};
 use trellis_tests::native::ToSdk;
-use trellis_tests::{load_scheduler, session_with};
+use trellis_tests::{load_scheduler, session_with, Cycle as _};
 use zone_maintenance::ZoneMaintenance;
 
 const CONFIG: &str = r#"{"preferredZones":["zone-1","zone-3"]}"#;
@@ -113,10 +113,12 @@ fn run(
 }
 
 fn run_wasm(s: &mut SchedulerSession, n: usize, pods: usize, sample: bool) -> (Vec<Duration>, u64) {
-    let pod = trellis_tests::pod("bench");
+    let pod = std::sync::Arc::new(trellis_tests::pod("bench"));
     run(n, pods, sample, |cands, max| {
-        let f = s.filter(&pod, cands, max).unwrap();
-        let scores = s.score(&pod, &f.feasible).unwrap();
+        // The plugin skips no phase for this pod; a cycle makes all three calls.
+        s.prepare(&pod).unwrap();
+        let f = s.filter(cands, max).unwrap();
+        let scores = s.score(&f.feasible).unwrap();
         (f.feasible.len() + f.rejected.len(), scores)
     })
 }
@@ -129,6 +131,7 @@ fn run_native(
 ) -> (Vec<Duration>, u64) {
     let pod = trellis_tests::pod("bench").to_sdk();
     run(n, pods, sample, |cands, max| {
+        std::hint::black_box(p.prepare(&pod).unwrap());
         let f = std::hint::black_box(p.filter(&pod, cands, max).unwrap());
         let scores = std::hint::black_box(p.score(&pod, &f.feasible).unwrap());
         (f.feasible.len() + f.rejected.len(), scores)
@@ -227,7 +230,7 @@ fn main() {
         );
         let (_slot, mut session) = session_with(plugin, &nodes);
         session
-            .filter(&trellis_tests::pod("warm"), &[0], 0)
+            .filter_pod(&trellis_tests::pod("warm"), &[0], 0)
             .unwrap(); // make the instance
         let mut native = ZoneMaintenance::default();
         native.configure(CONFIG).unwrap();
@@ -278,7 +281,7 @@ fn main() {
         let t = Instant::now();
         let (_slot, mut session) = session_with(plugin, &nodes);
         session
-            .filter(&trellis_tests::pod("warm"), &[0], 0)
+            .filter_pod(&trellis_tests::pod("warm"), &[0], 0)
             .unwrap();
         let setup = t.elapsed();
         let pods = if lang == "-python" || lang == "-js" {

@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use trellis_client::{Client, Kubeconfig, ListParams, Resource};
 use trellis_plugin_host::scheduler::{
-    FilterResult, Node, NodeId, PlacedPod, PluginInfo, Pod, SchedulerPlugin,
+    FilterResult, Node, NodeId, Phases, PlacedPod, PluginInfo, Pod, SchedulerPlugin,
 };
 use trellis_plugin_host::{CallError, PluginEngine, PluginSpec};
 use trellis_scheduler::{ChainPlugin, Entry, Profile, Scheduler, SchedulerConfig, WasmPlugin};
@@ -424,6 +424,7 @@ async fn create_pods(client: &Client, pods: usize) {
 /// Time spent in plugin calls, per kind of call, over a whole run.
 #[derive(Debug, Default, Clone)]
 struct CallTimes {
+    prepare: (u64, Duration),
     filter: (u64, Duration),
     score: (u64, Duration),
     changes: (u64, Duration),
@@ -469,19 +470,18 @@ impl ChainPlugin for Timed {
     fn forget_pod(&mut self, node: NodeId, uid: &str) -> Result<(), CallError> {
         self.time(|t| &mut t.changes, |p| p.forget_pod(node, uid))
     }
+    fn prepare(&mut self, pod: &Arc<Pod>) -> Result<Phases, CallError> {
+        self.time(|t| &mut t.prepare, |p| p.prepare(pod))
+    }
     fn filter(
         &mut self,
-        pod: &Pod,
         candidates: &[NodeId],
         max_feasible: u32,
     ) -> Result<FilterResult, CallError> {
-        self.time(
-            |t| &mut t.filter,
-            |p| p.filter(pod, candidates, max_feasible),
-        )
+        self.time(|t| &mut t.filter, |p| p.filter(candidates, max_feasible))
     }
-    fn score(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, CallError> {
-        self.time(|t| &mut t.score, |p| p.score(pod, candidates))
+    fn score(&mut self, candidates: &[NodeId]) -> Result<Vec<u8>, CallError> {
+        self.time(|t| &mut t.score, |p| p.score(candidates))
     }
 }
 
@@ -990,8 +990,8 @@ fn main() {
         println!();
         println!("== time in plugin calls (SCHED_BENCH_BREAKDOWN=1), µs per pod ==");
         println!(
-            "{:>6} {:>7} {:<36} {:>9} {:>9} {:>9}",
-            "nodes", "mode", "plugin", "filter", "score", "changes"
+            "{:>6} {:>7} {:<36} {:>9} {:>9} {:>9} {:>9}",
+            "nodes", "mode", "plugin", "prepare", "filter", "score", "changes"
         );
         for r in &runs {
             let Some(times) = &r.times else { continue };
@@ -999,12 +999,13 @@ fn main() {
             let mut sum = Duration::ZERO;
             for p in DEFAULT_PLUGINS {
                 let t = times.get(p.crate_name).cloned().unwrap_or_default();
-                sum += t.filter.1 + t.score.1 + t.changes.1;
+                sum += t.prepare.1 + t.filter.1 + t.score.1 + t.changes.1;
                 println!(
-                    "{:>6} {:>7} {:<36} {:>9.1} {:>9.1} {:>9.1}",
+                    "{:>6} {:>7} {:<36} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
                     r.nodes,
                     r.mode.name(),
                     p.crate_name,
+                    per_pod(t.prepare.1),
                     per_pod(t.filter.1),
                     per_pod(t.score.1),
                     per_pod(t.changes.1)

@@ -7,8 +7,10 @@ pub mod native;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use trellis_plugin_host::scheduler::{k8s, Node, NodeId, Pod, SchedulerPlugin, SchedulerSession};
-use trellis_plugin_host::{EngineConfig, PluginEngine, PluginSlot, PluginSpec};
+use trellis_plugin_host::scheduler::{
+    k8s, FilterResult, Node, NodeId, Pod, SchedulerPlugin, SchedulerSession,
+};
+use trellis_plugin_host::{CallError, EngineConfig, PluginEngine, PluginSlot, PluginSpec};
 
 pub use trellis_testkit::{plugin_dir, read_plugin, repo_root};
 
@@ -85,4 +87,34 @@ pub fn session_with(
 pub fn load_scheduler(engine: &PluginEngine, name: &str, spec: PluginSpec) -> SchedulerPlugin {
     SchedulerPlugin::load(engine, &read_plugin(name), spec)
         .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+/// One scheduling cycle's calls for a given pod: `prepare` it, then filter or
+/// score, as the scheduler's chain does.
+pub trait Cycle {
+    /// `prepare(pod)`, then `filter(candidates, max_feasible)`.
+    fn filter_pod(
+        &mut self,
+        pod: &Pod,
+        candidates: &[NodeId],
+        max_feasible: u32,
+    ) -> Result<FilterResult, CallError>;
+    /// `prepare(pod)`, then `score(candidates)`.
+    fn score_pod(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, CallError>;
+}
+
+impl Cycle for SchedulerSession {
+    fn filter_pod(
+        &mut self,
+        pod: &Pod,
+        candidates: &[NodeId],
+        max_feasible: u32,
+    ) -> Result<FilterResult, CallError> {
+        self.prepare(&Arc::new(pod.clone()))?;
+        self.filter(candidates, max_feasible)
+    }
+    fn score_pod(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, CallError> {
+        self.prepare(&Arc::new(pod.clone()))?;
+        self.score(candidates)
+    }
 }

@@ -5,9 +5,11 @@
 //! give the same answers.
 //!
 //! Each call converts the host's records into the SDK's (the WIT records as
-//! `wasmtime::bindgen!` and `wit_bindgen::generate!` each spell them). That is
-//! the work a guest does anyway when it lifts its arguments, so what the
-//! native side saves over Wasm is the boundary, not the copy.
+//! `wasmtime::bindgen!` and `wit_bindgen::generate!` each spell them), the pod
+//! once per cycle in `prepare`. That is the work a guest does anyway when it
+//! lifts its arguments, so what the native side saves over Wasm is the
+//! boundary, not the copy. Like a Wasm session, it sends pods only to plugins
+//! that track them.
 //!
 //! ```no_run
 //! use trellis_scheduler::{Entry, Profile};
@@ -77,6 +79,8 @@ impl DefaultPlugin {
 pub struct NativePlugin<T> {
     plugin: T,
     info: host::PluginInfo,
+    /// The pod of the cycle under way.
+    cycle: Option<sdk::Pod>,
 }
 
 impl<T: SchedulerPlugin + Send> NativePlugin<T> {
@@ -87,6 +91,7 @@ impl<T: SchedulerPlugin + Send> NativePlugin<T> {
         Ok(Self {
             plugin,
             info: info_to_host(T::info()),
+            cycle: None,
         })
     }
 
@@ -123,19 +128,28 @@ pub fn fault(e: trellis_sdk::PluginError) -> PluginFault {
     PluginFault { kind, message }
 }
 
-fn info_to_host(i: sdk::PluginInfo) -> host::PluginInfo {
+fn phases_to_host(p: sdk::Phases) -> host::Phases {
     let mut phases = host::Phases::empty();
-    if i.phases.contains(sdk::Phases::FILTER) {
+    if p.contains(sdk::Phases::FILTER) {
         phases |= host::Phases::FILTER;
     }
-    if i.phases.contains(sdk::Phases::SCORE) {
+    if p.contains(sdk::Phases::SCORE) {
         phases |= host::Phases::SCORE;
     }
+    phases
+}
+
+fn info_to_host(i: sdk::PluginInfo) -> host::PluginInfo {
     host::PluginInfo {
         name: i.name,
         version: i.version,
-        phases,
+        phases: phases_to_host(i.phases),
+        tracks_pods: i.tracks_pods,
     }
+}
+
+fn not_prepared() -> CallError {
+    contract("filter or score called before prepare".into())
 }
 
 fn filter_to_host(r: sdk::FilterResult) -> host::FilterResult {
@@ -186,28 +200,37 @@ impl<T: SchedulerPlugin + Send> ChainPlugin for NativePlugin<T> {
         node: host::NodeId,
         pod: &std::sync::Arc<host::PlacedPod>,
     ) -> Result<(), CallError> {
+        if !self.info.tracks_pods {
+            return Ok(());
+        }
         let pod = pod.to_sdk();
         guard(|| self.plugin.assume_pod(node, pod))
     }
 
     fn forget_pod(&mut self, node: host::NodeId, uid: &str) -> Result<(), CallError> {
+        if !self.info.tracks_pods {
+            return Ok(());
+        }
         guard(|| {
             self.plugin.forget_pod(node, uid);
             Ok(())
         })
     }
 
+    fn prepare(&mut self, pod: &std::sync::Arc<host::Pod>) -> Result<host::Phases, CallError> {
+        let pod = self.cycle.insert(pod.to_sdk());
+        let phases = guard(|| self.plugin.prepare(pod))?;
+        Ok(phases_to_host(phases) & self.info.phases)
+    }
+
     fn filter(
         &mut self,
-        pod: &host::Pod,
         candidates: &[host::NodeId],
         max_feasible: u32,
     ) -> Result<host::FilterResult, CallError> {
         check_candidates(candidates)?;
-        let pod = pod.to_sdk();
-        let r = filter_to_host(guard(|| {
-            self.plugin.filter(&pod, candidates, max_feasible)
-        })?);
+        let pod = self.cycle.as_ref().ok_or_else(not_prepared)?;
+        let r = filter_to_host(guard(|| self.plugin.filter(pod, candidates, max_feasible))?);
         // The checks a Wasm session makes on the same answer.
         let seen = r.feasible.len() + r.rejected.len();
         if seen > candidates.len() {
@@ -231,14 +254,10 @@ impl<T: SchedulerPlugin + Send> ChainPlugin for NativePlugin<T> {
         Ok(r)
     }
 
-    fn score(
-        &mut self,
-        pod: &host::Pod,
-        candidates: &[host::NodeId],
-    ) -> Result<Vec<u8>, CallError> {
+    fn score(&mut self, candidates: &[host::NodeId]) -> Result<Vec<u8>, CallError> {
         check_candidates(candidates)?;
-        let pod = pod.to_sdk();
-        let r = guard(|| self.plugin.score(&pod, candidates))?;
+        let pod = self.cycle.as_ref().ok_or_else(not_prepared)?;
+        let r = guard(|| self.plugin.score(pod, candidates))?;
         if r.len() != candidates.len() {
             return Err(contract(format!(
                 "score answered {} scores for {} candidates",

@@ -45,7 +45,7 @@ fn a_looping_filter_is_stopped_at_its_deadline_while_other_calls_are_served() {
             }
             while !stop.load(Ordering::Relaxed) {
                 let r = s
-                    .filter(&pod("good"), &[0, 1, 2], 0)
+                    .filter_pod(&pod("good"), &[0, 1, 2], 0)
                     .expect("good calls succeed");
                 assert_eq!(r.feasible, vec![0, 1, 2]);
                 served.fetch_add(1, Ordering::Relaxed);
@@ -57,7 +57,7 @@ fn a_looping_filter_is_stopped_at_its_deadline_while_other_calls_are_served() {
     }
     let before = served.load(Ordering::Relaxed);
     let started = Instant::now();
-    let err = looping.filter(&pod("bad"), &[0, 1, 2], 0).unwrap_err();
+    let err = looping.filter_pod(&pod("bad"), &[0, 1, 2], 0).unwrap_err();
     let elapsed = started.elapsed();
     let during = served.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Relaxed);
@@ -85,11 +85,11 @@ fn a_looping_filter_is_stopped_at_its_deadline_while_other_calls_are_served() {
 
     // The next call runs on a fresh instance with the nodes replayed.
     let r = looping
-        .filter(&pod("good"), &[0, 1, 2], 0)
+        .filter_pod(&pod("good"), &[0, 1, 2], 0)
         .expect("fresh instance works");
     assert_eq!(r.feasible, vec![0, 1, 2]);
     assert_eq!(
-        looping.score(&pod("good"), &[0, 1, 2]).unwrap(),
+        looping.score_pod(&pod("good"), &[0, 1, 2]).unwrap(),
         vec![7, 7, 7]
     );
 }
@@ -103,7 +103,7 @@ fn a_plugin_growing_memory_is_stopped_at_its_cap() {
     };
     let plugin = load_scheduler(&engine, "test-misbehave", misbehaving("grow", budget));
     let (_slot, mut s) = session_with(plugin, &three_nodes());
-    let err = s.filter(&pod("bad"), &[0, 1, 2], 0).unwrap_err();
+    let err = s.filter_pod(&pod("bad"), &[0, 1, 2], 0).unwrap_err();
     assert!(
         matches!(err, CallError::MemoryExceeded { cap_bytes } if cap_bytes == 64 << 20),
         "{err:?}"
@@ -111,11 +111,11 @@ fn a_plugin_growing_memory_is_stopped_at_its_cap() {
     // Again and again: each time a fresh instance, each time stopped.
     for _ in 0..3 {
         assert!(matches!(
-            s.filter(&pod("bad"), &[0], 0),
+            s.filter_pod(&pod("bad"), &[0], 0),
             Err(CallError::MemoryExceeded { .. })
         ));
         assert_eq!(
-            s.filter(&pod("good"), &[0, 1, 2], 0).unwrap().feasible,
+            s.filter_pod(&pod("good"), &[0, 1, 2], 0).unwrap().feasible,
             vec![0, 1, 2]
         );
     }
@@ -130,12 +130,12 @@ fn a_trapping_plugin_returns_a_typed_error_and_recovers() {
         misbehaving("trap", Budget::default()),
     );
     let (_slot, mut s) = session_with(plugin, &three_nodes());
-    match s.filter(&pod("bad"), &[0, 1, 2], 0) {
+    match s.filter_pod(&pod("bad"), &[0, 1, 2], 0) {
         Err(CallError::Trapped { reason }) => assert!(reason.contains("unreachable"), "{reason}"),
         other => panic!("expected a trap, got {other:?}"),
     }
     assert_eq!(
-        s.filter(&pod("good"), &[0, 1, 2], 0).unwrap().feasible,
+        s.filter_pod(&pod("good"), &[0, 1, 2], 0).unwrap().feasible,
         vec![0, 1, 2]
     );
 }
@@ -146,10 +146,10 @@ fn plugin_errors_do_not_poison_the_instance() {
     let plugin = load_scheduler(&engine, "zone-maintenance", PluginSpec::new("zones"));
     let (_slot, mut s) = session_with(plugin, &three_nodes());
     let gen = {
-        s.filter(&pod("p"), &[0], 0).unwrap();
+        s.filter_pod(&pod("p"), &[0], 0).unwrap();
         s.generation()
     };
-    match s.filter(&pod("p"), &[0, 99], 0) {
+    match s.filter_pod(&pod("p"), &[0, 99], 0) {
         Err(CallError::Plugin(f)) => assert_eq!(f.message, "unknown node id 99"),
         other => panic!("expected invalid-input, got {other:?}"),
     }
@@ -181,12 +181,15 @@ fn a_full_instance_pool_is_a_clear_error_until_a_slot_frees() {
     let (_b, mut second) = session_with(load(), &three_nodes());
     for s in [&mut first, &mut second] {
         assert_eq!(
-            s.filter(&pod("p"), &[0, 1, 2], 0).unwrap().feasible.len(),
+            s.filter_pod(&pod("p"), &[0, 1, 2], 0)
+                .unwrap()
+                .feasible
+                .len(),
             3
         );
     }
     let (_c, mut s3) = session_with(third, &[node("n0", &[("maintenance", "true")])]);
-    let err = s3.filter(&pod("p"), &[0], 0).unwrap_err();
+    let err = s3.filter_pod(&pod("p"), &[0], 0).unwrap_err();
     assert!(matches!(err, CallError::Instantiate { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -196,7 +199,7 @@ fn a_full_instance_pool_is_a_clear_error_until_a_slot_frees() {
     drop(first);
     s3.upsert_node(1, node("n1", &[])).unwrap();
     let r = s3
-        .filter(&pod("p"), &[0, 1], 0)
+        .filter_pod(&pod("p"), &[0, 1], 0)
         .expect("a slot is free again");
     assert_eq!(r.feasible, vec![1], "the instance in the reused slot works");
 }

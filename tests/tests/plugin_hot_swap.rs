@@ -75,9 +75,15 @@ fn swapping_under_load_fails_no_call_and_never_mixes_versions() {
                 }
                 let (mut calls, mut failures) = (0u64, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
-                    let p = pod("web");
-                    calls += 2;
-                    let feasible = match s.filter(&p, &[0, 1, 2, 3], 0) {
+                    // A swap may land between `prepare` and the phases: the
+                    // new instance is then given the pod again.
+                    let p = Arc::new(pod("web"));
+                    calls += 3;
+                    if let Err(e) = s.prepare(&p) {
+                        failures.push(format!("prepare failed: {e}"));
+                        continue;
+                    }
+                    let feasible = match s.filter(&[0, 1, 2, 3], 0) {
                         Ok(r) if r.feasible == filter_a || r.feasible == filter_b => r.feasible,
                         Ok(r) => {
                             failures.push(format!(
@@ -91,7 +97,7 @@ fn swapping_under_load_fails_no_call_and_never_mixes_versions() {
                             continue;
                         }
                     };
-                    match s.score(&p, &feasible) {
+                    match s.score(&feasible) {
                         Ok(x) if x == score_a(&feasible) => seen[0].fetch_add(1, Ordering::Relaxed),
                         Ok(x) if x == score_b(&feasible) => seen[1].fetch_add(1, Ordering::Relaxed),
                         Ok(x) => {

@@ -146,7 +146,13 @@ fn compare_fixture(
     let run_cases = |pair: &mut Pair, ids: &BTreeMap<String, NodeId>, round: &str| {
         for case in &fixture.cases {
             let what = format!("{round}case {:?}", case.name);
-            let pod = pod_of(&case.pod);
+            let pod = std::sync::Arc::new(pod_of(&case.pod));
+            if pair
+                .same(&format!("{what}: prepare"), |p| p.prepare(&pod))
+                .is_none()
+            {
+                continue;
+            }
             let candidates: Vec<NodeId> = match &case.candidates {
                 // A name that is not a node stands for an id never upserted.
                 Some(names) => names
@@ -158,7 +164,7 @@ fn compare_fixture(
             };
             let feasible = if info.phases.contains(Phases::FILTER) {
                 match pair.same(&format!("{what}: filter"), |p| {
-                    p.filter(&pod, &candidates, case.max_feasible)
+                    p.filter(&candidates, case.max_feasible)
                 }) {
                     Some(r) => r.feasible,
                     None => continue,
@@ -167,7 +173,7 @@ fn compare_fixture(
                 candidates
             };
             if info.phases.contains(Phases::SCORE) && !feasible.is_empty() {
-                pair.same(&format!("{what}: score"), |p| p.score(&pod, &feasible));
+                pair.same(&format!("{what}: score"), |p| p.score(&feasible));
             }
         }
     };

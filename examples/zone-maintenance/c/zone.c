@@ -219,8 +219,10 @@ static const char *parse_config(const string_t *text, char **buf, string_t **lis
 
 void exports_trellis_plugin_scheduler_info(exports_trellis_plugin_scheduler_plugin_info_t *ret) {
     scheduler_plugin_string_dup(&ret->name, "ZoneMaintenance");
-    scheduler_plugin_string_dup(&ret->version, "0.1.0");
+    scheduler_plugin_string_dup(&ret->version, "0.2.0");
     ret->phases = EXPORTS_TRELLIS_PLUGIN_SCHEDULER_PHASES_FILTER | EXPORTS_TRELLIS_PLUGIN_SCHEDULER_PHASES_SCORE;
+    // Verdicts and scores depend on nodes only: the host sends no pods.
+    ret->tracks_pods = false;
 }
 
 bool exports_trellis_plugin_scheduler_configure(string_t *config, plugin_error_t *err) {
@@ -282,6 +284,7 @@ void exports_trellis_plugin_scheduler_remove_node(node_id_t id) {
     if (id < node_cap) nodes[id].present = false;
 }
 
+// Never called (the plugin tracks no pods), but part of the interface.
 bool exports_trellis_plugin_scheduler_assume_pod(node_id_t node, exports_trellis_plugin_scheduler_placed_pod_t *pod,
                                                   plugin_error_t *err) {
     (void)node;
@@ -295,12 +298,20 @@ void exports_trellis_plugin_scheduler_forget_pod(node_id_t node, string_t *uid) 
     scheduler_plugin_string_free(uid);
 }
 
-bool exports_trellis_plugin_scheduler_filter(exports_trellis_plugin_scheduler_pod_t *p,
-                                              exports_trellis_plugin_scheduler_list_node_id_t *candidates,
+// The pod does not change the answers: both phases apply to every pod.
+bool exports_trellis_plugin_scheduler_prepare(exports_trellis_plugin_scheduler_pod_t *p,
+                                               exports_trellis_plugin_scheduler_phases_t *ret,
+                                               plugin_error_t *err) {
+    (void)err;
+    exports_trellis_plugin_scheduler_pod_free(p);
+    *ret = EXPORTS_TRELLIS_PLUGIN_SCHEDULER_PHASES_FILTER | EXPORTS_TRELLIS_PLUGIN_SCHEDULER_PHASES_SCORE;
+    return true;
+}
+
+bool exports_trellis_plugin_scheduler_filter(exports_trellis_plugin_scheduler_list_node_id_t *candidates,
                                               uint32_t max_feasible,
                                               exports_trellis_plugin_scheduler_filter_result_t *ret,
                                               plugin_error_t *err) {
-    exports_trellis_plugin_scheduler_pod_free(p);
     size_t n = candidates->len;
     // Worst-case sizes; the bindings free these lists after the call.
     node_id_t *feasible = xrealloc(NULL, n * sizeof(node_id_t));
@@ -349,10 +360,8 @@ bool exports_trellis_plugin_scheduler_filter(exports_trellis_plugin_scheduler_po
     return true;
 }
 
-bool exports_trellis_plugin_scheduler_score(exports_trellis_plugin_scheduler_pod_t *p,
-                                             exports_trellis_plugin_scheduler_list_node_id_t *candidates,
+bool exports_trellis_plugin_scheduler_score(exports_trellis_plugin_scheduler_list_node_id_t *candidates,
                                              scheduler_plugin_list_u8_t *ret, plugin_error_t *err) {
-    exports_trellis_plugin_scheduler_pod_free(p);
     size_t n = candidates->len;
     uint8_t *scores = n ? xrealloc(NULL, n) : NULL;
     bool ok = true;

@@ -93,7 +93,8 @@ function lookup(id) {
 
 export const scheduler = {
   info() {
-    return { name: 'ZoneMaintenance', version: '0.1.0', phases: { filter: true, score: true } };
+    // Verdicts and scores depend on nodes only: the host sends no pods.
+    return { name: 'ZoneMaintenance', version: '0.2.0', phases: { filter: true, score: true }, tracksPods: false };
   },
 
   configure(config) {
@@ -111,11 +112,17 @@ export const scheduler = {
     nodes.delete(id);
   },
 
+  // Never called (the plugin tracks no pods), but part of the interface.
   assumePod(_node, _pod) {},
 
   forgetPod(_node, _uid) {},
 
-  filter(_pod, candidates, maxFeasible) {
+  // The pod does not change the answers: both phases apply to every pod.
+  prepare(_pod) {
+    return { filter: true, score: true };
+  },
+
+  filter(candidates, maxFeasible) {
     const feasible = [];
     const rejected = [];
     const reasons = [];
@@ -132,7 +139,7 @@ export const scheduler = {
     return { feasible, rejected, reasons };
   },
 
-  score(_pod, candidates) {
+  score(candidates) {
     const n = preferredZones.length;
     const scores = new Uint8Array(candidates.length);
     candidates.forEach((id, k) => {

@@ -108,7 +108,10 @@ def _lookup(id: int) -> Tuple[bool, Optional[int]]:
 
 class Scheduler(exports.Scheduler):
     def info(self) -> PluginInfo:
-        return PluginInfo(name="ZoneMaintenance", version="0.1.0", phases=Phases.FILTER | Phases.SCORE)
+        # Verdicts and scores depend on nodes only: the host sends no pods.
+        return PluginInfo(
+            name="ZoneMaintenance", version="0.2.0", phases=Phases.FILTER | Phases.SCORE, tracks_pods=False
+        )
 
     def configure(self, config: str) -> None:
         global _preferred_zones
@@ -125,13 +128,18 @@ class Scheduler(exports.Scheduler):
     def remove_node(self, id: int) -> None:
         _nodes.pop(id, None)
 
+    # Never called (the plugin tracks no pods), but part of the interface.
     def assume_pod(self, node: int, pod: PlacedPod) -> None:
         pass
 
     def forget_pod(self, node: int, uid: str) -> None:
         pass
 
-    def filter(self, p: Pod, candidates: List[int], max_feasible: int) -> FilterResult:
+    def prepare(self, p: Pod) -> Phases:
+        # The pod does not change the answers: both phases apply to every pod.
+        return Phases.FILTER | Phases.SCORE
+
+    def filter(self, candidates: List[int], max_feasible: int) -> FilterResult:
         feasible: List[int] = []
         rejected: List[Rejection] = []
         reasons: List[Reason] = []
@@ -148,7 +156,7 @@ class Scheduler(exports.Scheduler):
                     break
         return FilterResult(feasible=feasible, rejected=rejected, reasons=reasons)
 
-    def score(self, p: Pod, candidates: List[int]) -> bytes:
+    def score(self, candidates: List[int]) -> bytes:
         n = len(_preferred_zones)
         scores = bytearray()
         for id in candidates:

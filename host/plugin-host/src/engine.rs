@@ -157,7 +157,7 @@ pub(crate) const ROLES: [RoleInfo; 4] = [
     crate::roles::controller::ROLE,
 ];
 
-const TYPES_IMPORT: &str = "trellis:plugin/types@0.1.0";
+const TYPES_IMPORT: &str = "trellis:plugin/types@0.2.0";
 
 /// Everything needed to make instances of one loaded plugin.
 pub(crate) struct Linked {
@@ -252,7 +252,11 @@ impl PluginEngine {
             {
                 Some(r) => format!(", it is a {} plugin (exports `{}`)", r.name, r.export),
                 None if compiled.exports.is_empty() => ", it exports nothing".to_string(),
-                None => format!(", it exports {}", compiled.exports.join(", ")),
+                None => format!(
+                    ", it exports {}{}",
+                    compiled.exports.join(", "),
+                    other_contract(&compiled.exports)
+                ),
             };
             return Err(LoadError::WrongRole {
                 expected: role.name,
@@ -366,6 +370,24 @@ impl PluginEngine {
         store.data_mut().log_lines = 0;
         let started = Instant::now();
         f(store).map_err(|e| classify(e, budget, started))
+    }
+}
+
+/// For a component built against another version of the contract, a hint
+/// that says so (empty otherwise).
+pub(crate) fn other_contract(exports: &[String]) -> String {
+    let version = exports.iter().find_map(|e| {
+        let (interface, version) = e.strip_prefix("trellis:plugin/")?.rsplit_once('@')?;
+        (!interface.is_empty() && version != crate::grants::CONTRACT_VERSION).then_some(version)
+    });
+    match version {
+        Some(v) => format!(
+            " (built for contract trellis:plugin@{v}; this host speaks {}: rebuild it \
+             against wit/trellis-plugin-{})",
+            crate::grants::CONTRACT_VERSION,
+            crate::grants::CONTRACT_VERSION
+        ),
+        None => String::new(),
     }
 }
 

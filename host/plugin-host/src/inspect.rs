@@ -12,7 +12,7 @@ use crate::{Capability, Digest, LoadError};
 /// One import or export of a component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
-    /// Full name, e.g. `trellis:plugin/scheduler@0.1.0`.
+    /// Full name, e.g. `trellis:plugin/scheduler@0.2.0`.
     pub name: String,
     /// Its functions, in WIT order.
     pub functions: Vec<String>,
@@ -88,7 +88,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, LoadError> {
                 .collect();
             LoadError::WrongRole {
                 expected: "Trellis",
-                missing: "trellis:plugin/{scheduler,admission,probe,reconciler}@0.1.0",
+                missing: "trellis:plugin/{scheduler,admission,probe,reconciler}@0.2.0",
                 found: if trellis.is_empty() {
                     format!(
                         ", it exports {}",
@@ -103,9 +103,15 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, LoadError> {
                         }
                     )
                 } else {
+                    let hint = crate::engine::other_contract(&trellis);
                     format!(
-                        ", it exports {} (another contract version?)",
-                        trellis.join(", ")
+                        ", it exports {}{}",
+                        trellis.join(", "),
+                        if hint.is_empty() {
+                            " (another contract version?)".to_string()
+                        } else {
+                            hint
+                        }
                     )
                 },
             }

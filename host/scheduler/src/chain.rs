@@ -1,6 +1,8 @@
 //! A profile's chain: its plugins in order, and one scheduling cycle over
-//! them. Filters run in chain order over the surviving candidates, each in one
-//! call; scorers then score the feasible nodes in one call each, weighted.
+//! them. Every plugin first gets the pod (`prepare`, upstream's PreFilter and
+//! PreScore) and says which of its phases apply to it; filters then run in
+//! chain order over the surviving candidates, each in one call; scorers then
+//! score the feasible nodes in one call each, weighted.
 //! Like upstream, a cycle stops looking once it has found enough feasible
 //! nodes (`percentageOfNodesToScore`), starting from a node that rotates from
 //! one pod to the next so that every node gets its turn.
@@ -26,19 +28,22 @@ pub trait ChainPlugin: Send {
     fn upsert_node(&mut self, id: NodeId, node: &Node) -> Result<(), CallError>;
     /// Remove a node and the pods on it.
     fn remove_node(&mut self, id: NodeId) -> Result<(), CallError>;
-    /// A pod is bound or assumed on a node.
+    /// A pod is bound or assumed on a node. Called for every plugin; one
+    /// that does not track pods ignores it.
     fn assume_pod(&mut self, node: NodeId, pod: &Arc<PlacedPod>) -> Result<(), CallError>;
     /// A pod left a node.
     fn forget_pod(&mut self, node: NodeId, uid: &str) -> Result<(), CallError>;
-    /// Filter `candidates`, stopping after `max_feasible` feasible ones (0 = all).
+    /// Begin a cycle for `pod`: which of the plugin's phases apply to it.
+    fn prepare(&mut self, pod: &Arc<Pod>) -> Result<Phases, CallError>;
+    /// Filter `candidates` for the prepared pod, stopping after
+    /// `max_feasible` feasible ones (0 = all).
     fn filter(
         &mut self,
-        pod: &Pod,
         candidates: &[NodeId],
         max_feasible: u32,
     ) -> Result<FilterResult, CallError>;
-    /// One score in 0..=100 per candidate.
-    fn score(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, CallError>;
+    /// One score in 0..=100 per candidate, for the prepared pod.
+    fn score(&mut self, candidates: &[NodeId]) -> Result<Vec<u8>, CallError>;
 }
 
 /// A Wasm plugin: a session on a loaded component.
@@ -75,16 +80,18 @@ impl ChainPlugin for WasmPlugin {
     fn forget_pod(&mut self, node: NodeId, uid: &str) -> Result<(), CallError> {
         self.session.forget_pod(node, uid)
     }
+    fn prepare(&mut self, pod: &Arc<Pod>) -> Result<Phases, CallError> {
+        self.session.prepare(pod)
+    }
     fn filter(
         &mut self,
-        pod: &Pod,
         candidates: &[NodeId],
         max_feasible: u32,
     ) -> Result<FilterResult, CallError> {
-        self.session.filter(pod, candidates, max_feasible)
+        self.session.filter(candidates, max_feasible)
     }
-    fn score(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, CallError> {
-        self.session.score(pod, candidates)
+    fn score(&mut self, candidates: &[NodeId]) -> Result<Vec<u8>, CallError> {
+        self.session.score(candidates)
     }
 }
 
@@ -245,14 +252,58 @@ impl Profile {
         (n * pct / 100).max(MIN_FEASIBLE)
     }
 
+    /// Hand `pod` to every plugin that filters or scores in this profile:
+    /// the phases that run for it, per entry, or the failure message of a
+    /// plugin under `Fail`. A plugin under `Ignore` that fails is skipped.
+    fn prepare(&mut self, pod: &Arc<Pod>, why: &mut Explanation) -> Result<Vec<Phases>, String> {
+        let mut active = Vec::with_capacity(self.entries.len());
+        for e in &mut self.entries {
+            let mut wanted = Phases::empty();
+            if e.filters() {
+                wanted |= Phases::FILTER;
+            }
+            if e.scores() {
+                wanted |= Phases::SCORE;
+            }
+            if wanted == Phases::empty() {
+                active.push(wanted);
+                continue;
+            }
+            match e.plugin.prepare(pod) {
+                Ok(phases) => active.push(phases & wanted),
+                Err(err) => match e.failure {
+                    FailurePolicy::Ignore => {
+                        why.skipped(&e.name, &err);
+                        active.push(Phases::empty());
+                    }
+                    FailurePolicy::Fail => {
+                        why.failed(&e.name, &err);
+                        return Err(fail_message(&e.name, &err));
+                    }
+                },
+            }
+        }
+        Ok(active)
+    }
+
     /// One scheduling cycle for `pod` over the live node ids `nodes` (in id
     /// order). Fills `why` with what each plugin said.
-    pub(crate) fn decide(&mut self, pod: &Pod, nodes: &[NodeId], why: &mut Explanation) -> Outcome {
+    pub(crate) fn decide(
+        &mut self,
+        pod: &Arc<Pod>,
+        nodes: &[NodeId],
+        why: &mut Explanation,
+    ) -> Outcome {
         let total = nodes.len();
         why.nodes = total;
         if total == 0 {
             return Outcome::Unschedulable("0/0 nodes are available: no nodes registered.".into());
         }
+        let active = match self.prepare(pod, why) {
+            Ok(a) => a,
+            Err(message) => return Outcome::Error(message),
+        };
+        let filters = |i: usize| active[i].contains(Phases::FILTER);
         let want = self.feasible_to_find(total);
         let start = self.next_start % total;
         // Rotated order: the k-th node examined is `at(k)`, from `start`
@@ -261,7 +312,7 @@ impl Profile {
         let mut feasible: Vec<NodeId> = Vec::new();
         let mut examined = 0;
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        let last_filter = self.entries.iter().rposition(Entry::filters);
+        let last_filter = (0..self.entries.len()).rev().find(|&i| filters(i));
         while examined < total && feasible.len() < want {
             let need = want - feasible.len();
             // A window a little larger than what is still needed, since
@@ -275,7 +326,7 @@ impl Profile {
             let mut window: Vec<NodeId> = (examined..end).map(at).collect();
             let mut consumed = end - examined;
             for (i, e) in self.entries.iter_mut().enumerate() {
-                if !e.filters() || window.is_empty() {
+                if !filters(i) || window.is_empty() {
                     continue;
                 }
                 // Only the last filter may stop early: what it lets through is final.
@@ -284,7 +335,7 @@ impl Profile {
                 } else {
                     0
                 };
-                match e.plugin.filter(pod, &window, limit) {
+                match e.plugin.filter(&window, limit) {
                     Ok(r) => {
                         let seen = r.feasible.len() + r.rejected.len();
                         if let Some(first_unseen) = window.get(seen).filter(|_| limit > 0) {
@@ -327,11 +378,11 @@ impl Profile {
         }
         let mut totals = vec![0i64; feasible.len()];
         if feasible.len() > 1 {
-            for e in &mut self.entries {
-                if !e.scores() {
+            for (e, phases) in self.entries.iter_mut().zip(&active) {
+                if !phases.contains(Phases::SCORE) {
                     continue;
                 }
-                match e.plugin.score(pod, &feasible) {
+                match e.plugin.score(&feasible) {
                     Ok(s) => {
                         why.score(ScoreNote::new(&e.name, e.weight, &feasible, &s));
                         for (t, s) in totals.iter_mut().zip(s) {
@@ -383,6 +434,8 @@ mod tests {
     /// Refuses odd node ids; scores a node by its id; counts what it saw.
     struct Odd {
         phases: Phases,
+        /// What `prepare` answers.
+        applies: Phases,
         seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
         broken: bool,
     }
@@ -391,6 +444,7 @@ mod tests {
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let p = Odd {
             phases,
+            applies: phases,
             seen: seen.clone(),
             broken: false,
         };
@@ -403,6 +457,7 @@ mod tests {
                 name: "Odd".into(),
                 version: "0".into(),
                 phases: self.phases,
+                tracks_pods: false,
             }
         }
         fn upsert_node(&mut self, _: NodeId, _: &Node) -> Result<(), CallError> {
@@ -417,12 +472,10 @@ mod tests {
         fn forget_pod(&mut self, _: NodeId, _: &str) -> Result<(), CallError> {
             Ok(())
         }
-        fn filter(
-            &mut self,
-            _: &Pod,
-            candidates: &[NodeId],
-            max: u32,
-        ) -> Result<FilterResult, CallError> {
+        fn prepare(&mut self, _: &Arc<Pod>) -> Result<Phases, CallError> {
+            Ok(self.applies)
+        }
+        fn filter(&mut self, candidates: &[NodeId], max: u32) -> Result<FilterResult, CallError> {
             if self.broken {
                 return Err(CallError::Plugin(PluginFault {
                     kind: trellis_plugin_host::FaultKind::Internal,
@@ -450,15 +503,15 @@ mod tests {
             }
             Ok(r)
         }
-        fn score(&mut self, _: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, CallError> {
+        fn score(&mut self, candidates: &[NodeId]) -> Result<Vec<u8>, CallError> {
             Ok(candidates.iter().map(|n| (*n % 101) as u8).collect())
         }
     }
 
-    fn pod() -> Pod {
+    fn pod() -> Arc<Pod> {
         let json = serde_json::json!({"metadata": {"name": "p", "namespace": "default"},
             "spec": {"containers": [{"name": "c", "image": "i"}]}});
-        trellis_plugin_host::scheduler::k8s::pod(&json, vec![]).unwrap()
+        Arc::new(trellis_plugin_host::scheduler::k8s::pod(&json, vec![]).unwrap())
     }
 
     #[test]
@@ -532,6 +585,34 @@ mod tests {
         };
         assert!(m.starts_with("running plugin \"broken\" failed"), "{m}");
         assert!(why.has_failed());
+    }
+
+    #[test]
+    fn phases_prepare_skips_are_not_called() {
+        let (mut p, seen) = odd(Phases::FILTER | Phases::SCORE);
+        p.applies = Phases::SCORE;
+        // A skipped filter lets every node through; the score still decides.
+        let mut profile = Profile::new("t").with(Entry::new("odd", p, 1));
+        let nodes: Vec<NodeId> = (0..10).collect();
+        let mut why = Explanation::default();
+        let Outcome::Fits(n) = profile.decide(&pod(), &nodes, &mut why) else {
+            panic!("no fit")
+        };
+        assert_eq!(
+            n, 9,
+            "odd ids pass a skipped filter; the highest id scores best"
+        );
+        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(why.feasible, 10);
+        // Skipping both: the first node examined wins the tie.
+        let (mut p, _) = odd(Phases::FILTER | Phases::SCORE);
+        p.applies = Phases::empty();
+        let mut profile = Profile::new("t").with(Entry::new("odd", p, 1));
+        let mut why = Explanation::default();
+        let Outcome::Fits(n) = profile.decide(&pod(), &nodes, &mut why) else {
+            panic!("no fit")
+        };
+        assert_eq!(n, 0);
     }
 
     #[test]

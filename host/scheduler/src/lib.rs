@@ -263,6 +263,9 @@ impl Scheduler {
         };
         let c = &mut self.cache;
         let id = match c.node_ids.get(&node.name) {
+            // A status write (a heartbeat, conditions) that leaves what
+            // scheduling sees unchanged tells the plugins nothing.
+            Some(id) if c.nodes[*id as usize].as_ref() == Some(&node) => return,
             Some(id) => *id,
             None => {
                 let id = match c.nodes.iter().position(Option::is_none) {
@@ -451,7 +454,7 @@ impl Scheduler {
             return;
         }
         let converted = match self.convert_pod(&pod) {
-            Ok(p) => p,
+            Ok(p) => Arc::new(p),
             Err(message) => {
                 self.event(&pod, "Warning", "FailedScheduling", message);
                 self.queue.park(key, pod);

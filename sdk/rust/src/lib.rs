@@ -11,7 +11,7 @@
 //! struct OnlyLinux { linux: NodeTable<bool> }
 //!
 //! impl SchedulerPlugin for OnlyLinux {
-//!     fn info() -> PluginInfo { plugin_info("OnlyLinux", "0.1.0", Phases::FILTER) }
+//!     fn info() -> PluginInfo { plugin_info("OnlyLinux", "0.1.0", Phases::FILTER).nodes_only() }
 //!     fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {
 //!         let linux = label_value(&node.labels, "kubernetes.io/os") == Some("linux");
 //!         self.linux.insert(id, linux);

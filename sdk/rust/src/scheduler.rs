@@ -5,6 +5,12 @@
 //! [`NodeTable`], ideally reduced to numbers at upsert time (see [`Interner`]),
 //! so that `filter` and `score`, called once per pod for all candidates, only
 //! compare integers.
+//!
+//! Per pod the host first calls [`SchedulerPlugin::prepare`] (upstream's
+//! PreFilter and PreScore), where a plugin may say that a phase does not apply
+//! to the pod (upstream's `Skip`): the host then does not call it. The pod
+//! crosses into the instance once per cycle; the export glue keeps it and
+//! passes it to `filter` and `score`.
 
 use std::collections::HashMap;
 
@@ -15,7 +21,8 @@ pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::{
 pub use crate::{label_value, Label, PluginError, Resources, Taint, TaintEffect, Toleration};
 
 /// A scheduler plugin. One value lives per instance; the host calls
-/// `configure` first, then sends changes and asks `filter`/`score` per pod.
+/// `configure` first, then sends changes and, per pod, `prepare` and then
+/// `filter`/`score` for the phases that apply.
 /// Everything must be rebuildable from `configure` + upserts + assumes: the host
 /// may replace the instance at any time and replay them.
 pub trait SchedulerPlugin: Default + 'static {
@@ -34,7 +41,8 @@ pub trait SchedulerPlugin: Default + 'static {
     /// A node is gone (with every pod on it).
     fn remove_node(&mut self, id: NodeId);
 
-    /// A pod is bound or assumed on a node.
+    /// A pod is bound or assumed on a node. Sent only if [`Self::info`]
+    /// tracks pods (the default; see [`PluginInfo::nodes_only`]).
     fn assume_pod(&mut self, node: NodeId, pod: PlacedPod) -> Result<(), PluginError> {
         let _ = (node, pod);
         Ok(())
@@ -45,8 +53,19 @@ pub trait SchedulerPlugin: Default + 'static {
         let _ = (node, uid);
     }
 
+    /// Begin a cycle for `pod`: the phases that apply to it. A phase left out
+    /// is skipped (as a filter every candidate passes, as a scorer it adds
+    /// nothing), so leave one out only when that is its answer for this pod;
+    /// the host may still call it. Also the place for per-pod work that
+    /// `filter` and `score` share. The default: every declared phase applies.
+    fn prepare(&mut self, pod: &Pod) -> Result<Phases, PluginError> {
+        let _ = pod;
+        Ok(Phases::all())
+    }
+
     /// Verdicts for the candidates, stopping after `max_feasible` feasible
-    /// nodes (0 = all). The default accepts every candidate.
+    /// nodes (0 = all); `pod` is the one given to the last `prepare`. The
+    /// default accepts every candidate.
     fn filter(
         &mut self,
         pod: &Pod,
@@ -71,13 +90,30 @@ pub trait SchedulerPlugin: Default + 'static {
     }
 }
 
-/// Build a [`PluginInfo`].
+/// Build a [`PluginInfo`] for a plugin that tracks pods (see
+/// [`PluginInfo::nodes_only`] for one that does not).
 pub fn plugin_info(name: &str, version: &str, phases: Phases) -> PluginInfo {
     PluginInfo {
         name: name.to_string(),
         version: version.to_string(),
         phases,
+        tracks_pods: true,
     }
+}
+
+impl PluginInfo {
+    /// The plugin looks only at nodes and the pod being scheduled: the host
+    /// sends it no `assume_pod`/`forget_pod`, a call saved per plugin per
+    /// scheduled pod.
+    pub fn nodes_only(mut self) -> Self {
+        self.tracks_pods = false;
+        self
+    }
+}
+
+#[doc(hidden)]
+pub fn __not_prepared() -> PluginError {
+    PluginError::InvalidInput("filter or score called before prepare".into())
 }
 
 /// Per-node plugin state indexed by the host's dense node ids.
@@ -340,36 +376,49 @@ macro_rules! export_scheduler {
         const _: () = {
             use $crate::bindings::scheduler::exports::trellis::plugin::scheduler as __w;
             use $crate::scheduler::SchedulerPlugin as _;
-            static __STATE: $crate::__State<$t> = $crate::__State::new();
+            // The plugin, and the pod of the cycle under way.
+            static __STATE: $crate::__State<($t, Option<__w::Pod>)> = $crate::__State::new();
             struct __Export;
             impl __w::Guest for __Export {
                 fn info() -> __w::PluginInfo {
                     <$t>::info()
                 }
                 fn configure(config: String) -> Result<(), $crate::PluginError> {
-                    __STATE.with(|p| p.configure(&config))
+                    __STATE.with(|(p, _)| p.configure(&config))
                 }
                 fn upsert_node(id: __w::NodeId, node: __w::Node) -> Result<(), $crate::PluginError> {
-                    __STATE.with(|p| p.upsert_node(id, node))
+                    __STATE.with(|(p, _)| p.upsert_node(id, node))
                 }
                 fn remove_node(id: __w::NodeId) {
-                    __STATE.with(|p| p.remove_node(id))
+                    __STATE.with(|(p, _)| p.remove_node(id))
                 }
                 fn assume_pod(node: __w::NodeId, pod: __w::PlacedPod) -> Result<(), $crate::PluginError> {
-                    __STATE.with(|p| p.assume_pod(node, pod))
+                    __STATE.with(|(p, _)| p.assume_pod(node, pod))
                 }
                 fn forget_pod(node: __w::NodeId, uid: String) {
-                    __STATE.with(|p| p.forget_pod(node, &uid))
+                    __STATE.with(|(p, _)| p.forget_pod(node, &uid))
+                }
+                fn prepare(pod: __w::Pod) -> Result<__w::Phases, $crate::PluginError> {
+                    __STATE.with(|(p, cycle)| {
+                        let phases = p.prepare(&pod);
+                        *cycle = Some(pod);
+                        phases
+                    })
                 }
                 fn filter(
-                    pod: __w::Pod,
                     candidates: Vec<__w::NodeId>,
                     max_feasible: u32,
                 ) -> Result<__w::FilterResult, $crate::PluginError> {
-                    __STATE.with(|p| p.filter(&pod, &candidates, max_feasible))
+                    __STATE.with(|(p, cycle)| match cycle {
+                        Some(pod) => p.filter(pod, &candidates, max_feasible),
+                        None => Err($crate::scheduler::__not_prepared()),
+                    })
                 }
-                fn score(pod: __w::Pod, candidates: Vec<__w::NodeId>) -> Result<Vec<u8>, $crate::PluginError> {
-                    __STATE.with(|p| p.score(&pod, &candidates))
+                fn score(candidates: Vec<__w::NodeId>) -> Result<Vec<u8>, $crate::PluginError> {
+                    __STATE.with(|(p, cycle)| match cycle {
+                        Some(pod) => p.score(pod, &candidates),
+                        None => Err($crate::scheduler::__not_prepared()),
+                    })
                 }
             }
             $crate::bindings::scheduler::__export_scheduler_world!(__Export with_types_in $crate::bindings::scheduler);

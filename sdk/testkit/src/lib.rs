@@ -18,7 +18,13 @@
 //!       feasible: [n1]
 //!       rejected: {}                            # node -> reason
 //!       scores: {n1: 100}
+//!       skipped: []                             # phases `prepare` skips
 //! ```
+//!
+//! Each case runs one cycle: `prepare`, then `filter` and `score` as the
+//! plugin declares them. A phase `prepare` skips is called all the same, and
+//! fails the case unless it answers as the skip promises (no refusal; the same
+//! score for every node).
 //!
 //! A fixture may instead expect `configure` to fail: `expectConfigError: true`
 //! (give `config` as a string to pass JSON text verbatim, e.g. with a duplicated key).
@@ -89,6 +95,9 @@ pub struct Expect {
     pub scores: Option<BTreeMap<String, u8>>,
     /// The call fails with this plugin-error kind (`invalid-input`, ...).
     pub error: Option<String>,
+    /// The phases `prepare` skips for this pod (`filter`, `score`); `[]`
+    /// for none.
+    pub skipped: Option<Vec<String>>,
 }
 
 /// One pod to schedule.
@@ -168,6 +177,10 @@ pub struct Outcome {
     pub scores: Vec<(String, u8)>,
     /// The error, if the call failed: the fault kind, or the host error.
     pub error: Option<String>,
+    /// Phases `prepare` said do not apply to the pod ("filter", "score").
+    /// They are called all the same, and must answer as the skip promised.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<&'static str>,
 }
 
 /// One case's result.
@@ -360,8 +373,26 @@ pub fn run_scheduler_fixture(
                 .unwrap_or_else(|| format!("<id {id}>"))
         };
         let mut outcome = Outcome::default();
+        let active = match session.prepare(&std::sync::Arc::new(pod)) {
+            Ok(phases) => phases,
+            Err(e) => {
+                outcome.error = Some(error_name(&e));
+                let failures = compare(&case.expect, &outcome);
+                cases.push(CaseReport {
+                    name: case.name.clone(),
+                    outcome,
+                    failures,
+                });
+                continue;
+            }
+        };
+        for (phase, name) in [(Phases::FILTER, "filter"), (Phases::SCORE, "score")] {
+            if info.phases.contains(phase) && !active.contains(phase) {
+                outcome.skipped.push(name);
+            }
+        }
         let feasible_ids = if info.phases.contains(Phases::FILTER) {
-            match session.filter(&pod, &candidates, case.max_feasible) {
+            match session.filter(&candidates, case.max_feasible) {
                 Ok(r) => {
                     outcome.feasible = r.feasible.iter().map(|&id| name_of(id)).collect();
                     outcome.rejected = r
@@ -387,7 +418,7 @@ pub fn run_scheduler_fixture(
             && info.phases.contains(Phases::SCORE)
             && !feasible_ids.is_empty()
         {
-            match session.score(&pod, &feasible_ids) {
+            match session.score(&feasible_ids) {
                 Ok(s) => {
                     outcome.scores = feasible_ids
                         .iter()
@@ -398,7 +429,8 @@ pub fn run_scheduler_fixture(
                 Err(e) => outcome.error = Some(error_name(&e)),
             }
         }
-        let failures = compare(&case.expect, &outcome);
+        let mut failures = compare(&case.expect, &outcome);
+        failures.extend(broken_skip_promises(&outcome));
         cases.push(CaseReport {
             name: case.name.clone(),
             outcome,
@@ -411,6 +443,33 @@ pub fn run_scheduler_fixture(
         failures,
         cases,
     })
+}
+
+/// A phase `prepare` skipped must answer neutrally when called: as a filter,
+/// refuse nothing; as a scorer, give every node the same score.
+fn broken_skip_promises(got: &Outcome) -> Vec<String> {
+    let mut f = Vec::new();
+    if got.error.is_some() {
+        return f;
+    }
+    if got.skipped.contains(&"filter") {
+        if let Some((node, reason, _)) = got.rejected.first() {
+            f.push(format!(
+                "prepare skipped filter, but filter refused {node} ({reason})"
+            ));
+        }
+    }
+    if got.skipped.contains(&"score") {
+        if let Some((first, rest)) = got.scores.split_first() {
+            if let Some((node, s)) = rest.iter().find(|(_, s)| *s != first.1) {
+                f.push(format!(
+                    "prepare skipped score, but score gave {} {} and {node} {s}",
+                    first.0, first.1
+                ));
+            }
+        }
+    }
+    f
 }
 
 fn compare(expect: &Expect, got: &Outcome) -> Vec<String> {
@@ -445,6 +504,15 @@ fn compare(expect: &Expect, got: &Outcome) -> Vec<String> {
         let have: BTreeMap<String, u8> = got.scores.iter().cloned().collect();
         if want != &have {
             f.push(format!("scores: expected {want:?}, got {have:?}"));
+        }
+    }
+    if let Some(want) = &expect.skipped {
+        if want
+            .iter()
+            .map(String::as_str)
+            .ne(got.skipped.iter().copied())
+        {
+            f.push(format!("skipped: expected {want:?}, got {:?}", got.skipped));
         }
     }
     f

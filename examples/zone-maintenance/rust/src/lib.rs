@@ -59,7 +59,8 @@ fn parse_config(config: &str) -> Result<Vec<String>, PluginError> {
 
 impl SchedulerPlugin for ZoneMaintenance {
     fn info() -> PluginInfo {
-        plugin_info("ZoneMaintenance", "0.1.0", Phases::FILTER | Phases::SCORE)
+        // Verdicts and scores depend on nodes only: the host sends no pods.
+        plugin_info("ZoneMaintenance", "0.2.0", Phases::FILTER | Phases::SCORE).nodes_only()
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {

@@ -1,6 +1,7 @@
 //! Scheduler plugins: a typed loader, and a [`SchedulerSession`] that owns one
 //! instance per worker, mirrors the state sent to it and replays that state
-//! into a fresh instance after a hot swap or a trap.
+//! (and the pod of the cycle under way) into a fresh instance after a hot swap
+//! or a trap.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ pub use crate::bindings::types::{
 
 pub(crate) const ROLE: RoleInfo = RoleInfo {
     name: "scheduler",
-    export: "trellis:plugin/scheduler@0.1.0",
+    export: "trellis:plugin/scheduler@0.2.0",
     allowed: &[Capability::Log],
 };
 
@@ -79,6 +80,7 @@ impl SchedulerPlugin {
                 name: String::new(),
                 version: String::new(),
                 phases: Phases::empty(),
+                tracks_pods: true,
             },
         };
         // Validate by making one instance: this runs `info` and `configure`.
@@ -118,11 +120,23 @@ impl SchedulerPlugin {
 /// each worker owns its session (and so its wasm store). Every change sent is
 /// also kept here, so a fresh instance (after a swap, a deadline or a trap) is
 /// rebuilt with `configure` and a replay of nodes and pods before the next call.
+/// Pods are kept whether or not the running version tracks them, since the
+/// next version may.
 pub struct SchedulerSession {
     slot: Arc<PluginSlot<SchedulerPlugin>>,
-    live: Option<(u64, Arc<crate::slot::Versioned<SchedulerPlugin>>, Instance)>,
+    live: Option<Live>,
     nodes: Vec<Option<Node>>,
     pods: HashMap<String, (NodeId, Arc<PlacedPod>)>,
+    /// The pod of the cycle under way (the last `prepare`).
+    cycle: Option<Arc<Pod>>,
+}
+
+struct Live {
+    generation: u64,
+    version: Arc<crate::slot::Versioned<SchedulerPlugin>>,
+    instance: Instance,
+    /// Whether this instance has been given `cycle` by `prepare`.
+    prepared: bool,
 }
 
 impl SchedulerSession {
@@ -133,12 +147,13 @@ impl SchedulerSession {
             live: None,
             nodes: Vec::new(),
             pods: HashMap::new(),
+            cycle: None,
         }
     }
 
     /// Generation of the version that served the last call, if any.
     pub fn generation(&self) -> Option<u64> {
-        self.live.as_ref().map(|l| l.0)
+        self.live.as_ref().map(|l| l.generation)
     }
 
     /// Number of nodes known.
@@ -146,9 +161,16 @@ impl SchedulerSession {
         self.nodes.iter().filter(|n| n.is_some()).count()
     }
 
+    /// Whether the version serving calls wants `assume-pod`/`forget-pod`.
+    fn tracks_pods(&self) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|l| l.version.plugin.info.tracks_pods)
+    }
+
     fn ensure_live(&mut self) -> Result<(), CallError> {
         let current = self.slot.generation();
-        if matches!(&self.live, Some((g, _, _)) if *g == current) {
+        if matches!(&self.live, Some(l) if l.generation == current) {
             return Ok(());
         }
         self.live = None;
@@ -166,15 +188,22 @@ impl SchedulerSession {
                 }
             }
         }
-        for (node, pod) in self.pods.values() {
-            let r = plugin
-                .common
-                .guarded(&mut inst.store, |s| api.call_assume_pod(s, *node, pod))?;
-            if let Err(e) = r {
-                tracing::warn!(plugin = plugin.name(), pod = %pod.uid, error = ?e, "plugin refused a pod on replay");
+        if plugin.info.tracks_pods {
+            for (node, pod) in self.pods.values() {
+                let r = plugin
+                    .common
+                    .guarded(&mut inst.store, |s| api.call_assume_pod(s, *node, pod))?;
+                if let Err(e) = r {
+                    tracing::warn!(plugin = plugin.name(), pod = %pod.uid, error = ?e, "plugin refused a pod on replay");
+                }
             }
         }
-        self.live = Some((version.generation, version.clone(), inst));
+        self.live = Some(Live {
+            generation: version.generation,
+            version: version.clone(),
+            instance: inst,
+            prepared: false,
+        });
         Ok(())
     }
 
@@ -185,9 +214,17 @@ impl SchedulerSession {
         f: impl FnOnce(&SchedulerPlugin, &mut Instance) -> Result<R, CallError>,
     ) -> Result<R, CallError> {
         self.ensure_live()?;
-        let (_, version, inst) = self.live.as_mut().expect("ensure_live made an instance");
-        let version = version.clone();
-        let r = f(&version.plugin, inst);
+        self.run(f)
+    }
+
+    /// Run one call on the live instance as it is (no swap check).
+    fn run<R>(
+        &mut self,
+        f: impl FnOnce(&SchedulerPlugin, &mut Instance) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
+        let live = self.live.as_mut().expect("a live instance");
+        let version = live.version.clone();
+        let r = f(&version.plugin, &mut live.instance);
         if let Err(e) = &r {
             if e.poisons_instance() {
                 self.live = None;
@@ -241,8 +278,8 @@ impl SchedulerSession {
     ) -> Result<(), CallError> {
         let pod = pod.into();
         self.pods.insert(pod.uid.clone(), (node, pod.clone()));
-        if self.live.is_none() {
-            return Ok(());
+        if !self.tracks_pods() {
+            return Ok(()); // replayed if a later version tracks pods
         }
         self.call(|p, i| {
             let api = i.bindings.trellis_plugin_scheduler();
@@ -255,7 +292,7 @@ impl SchedulerSession {
     /// A pod left a node.
     pub fn forget_pod(&mut self, node: NodeId, uid: &str) -> Result<(), CallError> {
         self.pods.remove(uid);
-        if self.live.is_none() {
+        if !self.tracks_pods() {
             return Ok(());
         }
         self.call(|p, i| {
@@ -265,19 +302,63 @@ impl SchedulerSession {
         })
     }
 
-    /// Filter candidates for a pod (see the WIT `filter`).
+    /// Begin a cycle for `pod` (see the WIT `prepare`): the phases of the
+    /// plugin's that apply to it, within those it declared. The session keeps
+    /// the pod, to hand it again to an instance made before the cycle ends.
+    pub fn prepare(&mut self, pod: &Arc<Pod>) -> Result<Phases, CallError> {
+        self.cycle = Some(pod.clone());
+        if let Some(live) = &mut self.live {
+            live.prepared = false;
+        }
+        self.ensure_prepared()
+    }
+
+    /// Make sure the live instance holds the cycle's pod; answers its phases.
+    fn ensure_prepared(&mut self) -> Result<Phases, CallError> {
+        let Some(pod) = self.cycle.clone() else {
+            return Err(CallError::Contract {
+                reason: "filter or score called before prepare".into(),
+            });
+        };
+        let phases = self.call(|p, i| {
+            let api = i.bindings.trellis_plugin_scheduler();
+            p.common
+                .guarded(&mut i.store, |s| api.call_prepare(s, &pod))?
+                .map(|phases| phases & p.info.phases)
+                .map_err(|e| fault(e).into())
+        })?;
+        if let Some(live) = &mut self.live {
+            live.prepared = true;
+        }
+        Ok(phases)
+    }
+
+    /// Run a per-cycle call on an instance that holds the cycle's pod. A swap
+    /// after the check is picked up by the next cycle; this call finishes on
+    /// the instance that was prepared.
+    fn cycle_call<R>(
+        &mut self,
+        f: impl FnOnce(&SchedulerPlugin, &mut Instance) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
+        let current = self.slot.generation();
+        if !matches!(&self.live, Some(l) if l.generation == current && l.prepared) {
+            self.ensure_prepared()?;
+        }
+        self.run(f)
+    }
+
+    /// Filter candidates for the prepared pod (see the WIT `filter`).
     pub fn filter(
         &mut self,
-        pod: &Pod,
         candidates: &[NodeId],
         max_feasible: u32,
     ) -> Result<FilterResult, CallError> {
         check_candidates(candidates)?;
-        let r = self.call(|p, i| {
+        let r = self.cycle_call(|p, i| {
             let api = i.bindings.trellis_plugin_scheduler();
             p.common
                 .guarded(&mut i.store, |s| {
-                    api.call_filter(s, pod, candidates, max_feasible)
+                    api.call_filter(s, candidates, max_feasible)
                 })?
                 .map_err(|e| fault(e).into())
         })?;
@@ -307,13 +388,14 @@ impl SchedulerSession {
         Ok(r)
     }
 
-    /// Score candidates for a pod: one score in 0..=100 per candidate.
-    pub fn score(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, CallError> {
+    /// Score candidates for the prepared pod: one score in 0..=100 per
+    /// candidate.
+    pub fn score(&mut self, candidates: &[NodeId]) -> Result<Vec<u8>, CallError> {
         check_candidates(candidates)?;
-        let r = self.call(|p, i| {
+        let r = self.cycle_call(|p, i| {
             let api = i.bindings.trellis_plugin_scheduler();
             p.common
-                .guarded(&mut i.store, |s| api.call_score(s, pod, candidates))?
+                .guarded(&mut i.store, |s| api.call_score(s, candidates))?
                 .map_err(|e| fault(e).into())
         })?;
         if r.len() != candidates.len() {

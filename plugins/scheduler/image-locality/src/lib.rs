@@ -40,6 +40,10 @@ pub struct ImageLocality {
     images: Vec<ImageState>,
     /// Per node: ids of the image names it holds, sorted, deduplicated.
     nodes: NodeTable<Vec<u32>>,
+    /// The prepared pod's images that some node holds, with their scaled
+    /// scores (upstream's `scaledImageScore`), and its container count.
+    wanted: Vec<(u32, i64)>,
+    containers: usize,
 }
 
 /// Upstream's `normalizedImageName`: a name whose last `:` does not come after
@@ -88,7 +92,30 @@ impl ImageLocality {
 
 impl SchedulerPlugin for ImageLocality {
     fn info() -> PluginInfo {
-        plugin_info("ImageLocality", env!("CARGO_PKG_VERSION"), Phases::SCORE)
+        plugin_info("ImageLocality", env!("CARGO_PKG_VERSION"), Phases::SCORE).nodes_only()
+    }
+
+    /// Per pod: each of its images that a node holds, with its scaled score,
+    /// duplicates kept as upstream sums per container. None held anywhere:
+    /// every node scores 0, so the score is skipped.
+    fn prepare(&mut self, pod: &Pod) -> Result<Phases, PluginError> {
+        let total = self.nodes.len() as f64;
+        self.containers = pod.init_containers.len() + pod.containers.len();
+        self.wanted = pod
+            .init_containers
+            .iter()
+            .chain(&pod.containers)
+            .filter_map(|c| {
+                let id = *self.ids.get(normalized_image_name(&c.image).as_ref())?;
+                let s = self.images[id as usize];
+                (s.nodes > 0).then(|| (id, (s.size as f64 * (f64::from(s.nodes) / total)) as i64))
+            })
+            .collect();
+        Ok(if self.wanted.is_empty() {
+            Phases::empty()
+        } else {
+            Phases::SCORE
+        })
     }
 
     fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {
@@ -123,25 +150,13 @@ impl SchedulerPlugin for ImageLocality {
         }
     }
 
-    fn score(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {
-        let total = self.nodes.len() as f64;
-        let containers = pod.init_containers.len() + pod.containers.len();
-        // Per pod: each known image with its scaled score (upstream's
-        // `scaledImageScore`), duplicates kept as upstream sums per container.
-        let wanted: Vec<(u32, i64)> = pod
-            .init_containers
-            .iter()
-            .chain(&pod.containers)
-            .filter_map(|c| {
-                let id = *self.ids.get(normalized_image_name(&c.image).as_ref())?;
-                let s = self.images[id as usize];
-                (s.nodes > 0).then(|| (id, (s.size as f64 * (f64::from(s.nodes) / total)) as i64))
-            })
-            .collect();
+    fn score(&mut self, _pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {
+        let containers = self.containers;
         let mut scores = Vec::with_capacity(candidates.len());
         for &id in candidates {
             let held = self.nodes.get(id)?;
-            let sum: i64 = wanted
+            let sum: i64 = self
+                .wanted
                 .iter()
                 .filter(|(img, _)| held.binary_search(img).is_ok())
                 .map(|(_, s)| s)

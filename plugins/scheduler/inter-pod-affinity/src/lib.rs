@@ -48,7 +48,7 @@
 //! the existing pods once to build the set of matching domains, then checks
 //! each candidate with a few hash lookups.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use trellis_sdk::scheduler::*;
@@ -385,6 +385,12 @@ pub struct InterPodAffinity {
     nodes: NodeTable<NodeInfo>,
     /// Which node each placed pod is on, for `forget-pod` and replacement.
     pod_nodes: HashMap<String, NodeId>,
+    /// Placed pods with required affinity (the sum of the nodes'
+    /// `with_affinity`).
+    pods_with_affinity: u32,
+    /// The nodes holding a pod with required anti-affinity, in id order: the
+    /// only ones a pod's PreFilter has to look at for them.
+    anti_affinity_nodes: BTreeSet<NodeId>,
 }
 
 impl Default for InterPodAffinity {
@@ -395,6 +401,8 @@ impl Default for InterPodAffinity {
             syms: Symbols::default(),
             nodes: NodeTable::default(),
             pod_nodes: HashMap::new(),
+            pods_with_affinity: 0,
+            anti_affinity_nodes: BTreeSet::new(),
         }
     }
 }
@@ -469,6 +477,10 @@ impl InterPodAffinity {
             let p = n.pods.swap_remove(i);
             n.with_anti_affinity -= u32::from(!p.required_anti_affinity.is_empty());
             n.with_affinity -= u32::from(!p.required_affinity.is_empty());
+            self.pods_with_affinity -= u32::from(!p.required_affinity.is_empty());
+            if n.with_anti_affinity == 0 {
+                self.anti_affinity_nodes.remove(&id);
+            }
             for s in p.owned {
                 self.syms.release(s);
             }
@@ -480,10 +492,10 @@ impl InterPodAffinity {
     fn existing_anti_affinity(&self, q: &Incoming) -> (PairSet, Vec<u32>) {
         let mut domains = PairSet::default();
         let mut keys = Vec::new();
-        for (_, node) in self.nodes.iter() {
-            if node.with_anti_affinity == 0 {
+        for &id in &self.anti_affinity_nodes {
+            let Ok(node) = self.nodes.get(id) else {
                 continue;
-            }
+            };
             for p in &node.pods {
                 for t in &p.required_anti_affinity {
                     let Some(d) = domain(&node.labels, t.key) else {
@@ -554,6 +566,36 @@ impl SchedulerPlugin for InterPodAffinity {
         )
     }
 
+    /// Upstream's PreFilter and PreScore skip. The filter applies to a pod
+    /// with required terms of its own, or that some placed pod's required
+    /// anti-affinity matches. The score applies to a pod with preferred terms,
+    /// or, unless configured to ignore them, when some placed pod has required
+    /// affinity (counted with `hardPodAffinityWeight`); otherwise every node
+    /// would score 0.
+    fn prepare(&mut self, pod: &Pod) -> Result<Phases, PluginError> {
+        let mut phases = Phases::empty();
+        let own_required =
+            !required(&pod.pod_affinity).is_empty() || !required(&pod.pod_anti_affinity).is_empty();
+        if own_required
+            || !self
+                .existing_anti_affinity(&Incoming::new(&self.syms, pod))
+                .0
+                .is_empty()
+        {
+            phases |= Phases::FILTER;
+        }
+        let has_preferred = !preferred(&pod.pod_affinity).is_empty()
+            || !preferred(&pod.pod_anti_affinity).is_empty();
+        if has_preferred
+            || (!self.ignore_preferred_terms_of_existing_pods
+                && self.hard_pod_affinity_weight > 0
+                && self.pods_with_affinity > 0)
+        {
+            phases |= Phases::SCORE;
+        }
+        Ok(phases)
+    }
+
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {
         let (weight, ignore) = parse_config(config).map_err(PluginError::InvalidConfig)?;
         self.hard_pod_affinity_weight = weight;
@@ -590,12 +632,14 @@ impl SchedulerPlugin for InterPodAffinity {
         let Some(n) = self.nodes.remove(id) else {
             return;
         };
+        self.anti_affinity_nodes.remove(&id);
         for (k, v) in n.labels {
             self.syms.release(k);
             self.syms.release(v);
         }
         for p in n.pods {
             self.pod_nodes.remove(&p.uid);
+            self.pods_with_affinity -= u32::from(!p.required_affinity.is_empty());
             for s in p.owned {
                 self.syms.release(s);
             }
@@ -632,6 +676,10 @@ impl SchedulerPlugin for InterPodAffinity {
         let n = self.nodes.get_mut(node)?;
         n.with_anti_affinity += u32::from(!required_anti_affinity.is_empty());
         n.with_affinity += u32::from(!required_affinity.is_empty());
+        self.pods_with_affinity += u32::from(!required_affinity.is_empty());
+        if !required_anti_affinity.is_empty() {
+            self.anti_affinity_nodes.insert(node);
+        }
         n.pods.push(Placed {
             uid: pod.uid.clone(),
             ns,

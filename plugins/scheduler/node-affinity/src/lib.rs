@@ -458,6 +458,25 @@ impl SchedulerPlugin for NodeAffinity {
             env!("CARGO_PKG_VERSION"),
             Phases::FILTER | Phases::SCORE,
         )
+        .nodes_only()
+    }
+
+    /// Upstream's PreFilter and PreScore skip: nothing required (no node
+    /// selector, no required terms, none added by configuration) lets every
+    /// node through; nothing preferred scores every node 0.
+    fn prepare(&mut self, pod: &Pod) -> Result<Phases, PluginError> {
+        let affinity = pod.node_affinity.as_ref();
+        let mut phases = Phases::empty();
+        if self.added_required.is_some()
+            || !pod.node_selector.is_empty()
+            || affinity.is_some_and(|a| !a.required.is_empty())
+        {
+            phases |= Phases::FILTER;
+        }
+        if !self.added_preferred.is_empty() || affinity.is_some_and(|a| !a.preferred.is_empty()) {
+            phases |= Phases::SCORE;
+        }
+        Ok(phases)
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {

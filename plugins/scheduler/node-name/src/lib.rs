@@ -18,7 +18,16 @@ pub struct NodeName {
 
 impl SchedulerPlugin for NodeName {
     fn info() -> PluginInfo {
-        plugin_info("NodeName", env!("CARGO_PKG_VERSION"), Phases::FILTER)
+        plugin_info("NodeName", env!("CARGO_PKG_VERSION"), Phases::FILTER).nodes_only()
+    }
+
+    /// Upstream's PreFilter: nothing to check for a pod without `nodeName`.
+    fn prepare(&mut self, pod: &Pod) -> Result<Phases, PluginError> {
+        Ok(if pod.node_name.is_some() {
+            Phases::FILTER
+        } else {
+            Phases::empty()
+        })
     }
 
     fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {

@@ -15,6 +15,8 @@ const TAINT_KEY: &str = "node.kubernetes.io/unschedulable";
 #[derive(Default)]
 pub struct NodeUnschedulable {
     nodes: NodeTable<bool>,
+    /// How many nodes are unschedulable.
+    cordoned: usize,
 }
 
 impl SchedulerPlugin for NodeUnschedulable {
@@ -24,15 +26,29 @@ impl SchedulerPlugin for NodeUnschedulable {
             env!("CARGO_PKG_VERSION"),
             Phases::FILTER,
         )
+        .nodes_only()
+    }
+
+    /// With no node cordoned every node passes: skip the filter.
+    fn prepare(&mut self, _pod: &Pod) -> Result<Phases, PluginError> {
+        Ok(if self.cordoned > 0 {
+            Phases::FILTER
+        } else {
+            Phases::empty()
+        })
     }
 
     fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {
+        self.remove_node(id);
+        self.cordoned += usize::from(node.unschedulable);
         self.nodes.insert(id, node.unschedulable);
         Ok(())
     }
 
     fn remove_node(&mut self, id: NodeId) {
-        self.nodes.remove(id);
+        if self.nodes.remove(id) == Some(true) {
+            self.cordoned -= 1;
+        }
     }
 
     fn filter(

@@ -247,6 +247,21 @@ impl SchedulerPlugin for PodTopologySpread {
         plugin_info("PodTopologySpread", "0.1.0", Phases::FILTER | Phases::SCORE)
     }
 
+    /// Upstream's PreFilter and PreScore skip: the filter applies only to a
+    /// pod with a `DoNotSchedule` constraint, the score only to one with a
+    /// `ScheduleAnyway` constraint (there are no cluster default constraints).
+    fn prepare(&mut self, pod: &Pod) -> Result<Phases, PluginError> {
+        let mut phases = Phases::empty();
+        for c in &pod.topology_spread_constraints {
+            phases |= match c.when_unsatisfiable {
+                UnsatisfiableAction::DoNotSchedule => Phases::FILTER,
+                UnsatisfiableAction::ScheduleAnyway if !self.nodes.is_empty() => Phases::SCORE,
+                UnsatisfiableAction::ScheduleAnyway => Phases::empty(),
+            };
+        }
+        Ok(phases)
+    }
+
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {
         let c: Config = serde_json::from_str(config).map_err(|e| {
             PluginError::InvalidConfig(format!("invalid PodTopologySpread configuration: {e}"))

@@ -81,6 +81,9 @@ impl CompiledToleration {
 pub struct TaintToleration {
     strings: Interner,
     nodes: NodeTable<NodeTaints>,
+    /// Nodes with a NoSchedule/NoExecute taint, and with a PreferNoSchedule one.
+    hard_tainted: usize,
+    soft_tainted: usize,
 }
 
 impl TaintToleration {
@@ -111,6 +114,20 @@ impl SchedulerPlugin for TaintToleration {
             env!("CARGO_PKG_VERSION"),
             Phases::FILTER | Phases::SCORE,
         )
+        .nodes_only()
+    }
+
+    /// With no node tainted so, every node passes (filter) or scores the
+    /// same (score): skip the phase.
+    fn prepare(&mut self, _pod: &Pod) -> Result<Phases, PluginError> {
+        let mut phases = Phases::empty();
+        if self.hard_tainted > 0 {
+            phases |= Phases::FILTER;
+        }
+        if self.soft_tainted > 0 {
+            phases |= Phases::SCORE;
+        }
+        Ok(phases)
     }
 
     fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {
@@ -129,12 +146,18 @@ impl SchedulerPlugin for TaintToleration {
                 }),
             }
         }
+        self.remove_node(id);
+        self.hard_tainted += usize::from(!facts.hard.is_empty());
+        self.soft_tainted += usize::from(!facts.soft.is_empty());
         self.nodes.insert(id, facts);
         Ok(())
     }
 
     fn remove_node(&mut self, id: NodeId) {
-        self.nodes.remove(id);
+        if let Some(old) = self.nodes.remove(id) {
+            self.hard_tainted -= usize::from(!old.hard.is_empty());
+            self.soft_tainted -= usize::from(!old.soft.is_empty());
+        }
     }
 
     fn filter(

@@ -1,0 +1,93 @@
+//! The per-cycle calls of the scheduler contract 0.2: `prepare` hands the pod
+//! over once, `filter` and `score` follow without it, and pods are sent only
+//! to plugins that track them.
+
+use std::sync::Arc;
+
+use trellis_plugin_host::scheduler::{k8s, Phases};
+use trellis_plugin_host::{Budget, CallError, Capability, FaultKind, Grants, PluginSpec};
+use trellis_tests::*;
+
+fn two_nodes() -> Vec<trellis_plugin_host::scheduler::Node> {
+    vec![node("n0", &[]), node("n1", &[])]
+}
+
+#[test]
+fn pods_go_only_to_plugins_that_track_them() {
+    let engine = engine();
+    let placed = Arc::new(k8s::placed_pod(&pod("p")));
+    // NodeResourcesFit tracks pods: an unknown node id reaches it and is refused.
+    let fit = load_scheduler(&engine, "node-resources-fit", PluginSpec::new("fit"));
+    assert!(fit.info().tracks_pods);
+    let (_a, mut s) = session_with(fit, &two_nodes());
+    s.filter_pod(&pod("warm"), &[0], 0).unwrap(); // make the instance
+    match s.assume_pod(99, placed.clone()) {
+        Err(CallError::Plugin(f)) => assert_eq!(f.kind, FaultKind::InvalidInput, "{f:?}"),
+        other => panic!("the pod should have reached the plugin: {other:?}"),
+    }
+    // NodeName looks only at nodes: the same call never crosses.
+    let name = load_scheduler(&engine, "node-name", PluginSpec::new("name"));
+    assert!(!name.info().tracks_pods);
+    let (_b, mut s) = session_with(name, &two_nodes());
+    s.filter_pod(&pod("warm"), &[0], 0).unwrap();
+    s.assume_pod(99, placed).expect("not sent, so not refused");
+    s.forget_pod(99, "uid-p").unwrap();
+}
+
+#[test]
+fn prepare_answers_the_phases_that_apply_to_the_pod() {
+    let engine = engine();
+    let plugin = load_scheduler(&engine, "node-name", PluginSpec::new("name"));
+    let (_slot, mut s) = session_with(plugin, &two_nodes());
+    assert_eq!(s.prepare(&Arc::new(pod("free"))).unwrap(), Phases::empty());
+    let mut pinned = pod("pinned");
+    pinned.node_name = Some("n1".into());
+    assert_eq!(s.prepare(&Arc::new(pinned)).unwrap(), Phases::FILTER);
+    assert_eq!(s.filter(&[0, 1], 0).unwrap().feasible, vec![1]);
+}
+
+#[test]
+fn filter_before_any_prepare_is_a_contract_error() {
+    let engine = engine();
+    let plugin = load_scheduler(&engine, "zone-maintenance", PluginSpec::new("z"));
+    let (_slot, mut s) = session_with(plugin, &two_nodes());
+    assert!(
+        matches!(s.filter(&[0], 0), Err(CallError::Contract { .. })),
+        "filter without a prepared pod"
+    );
+    assert!(matches!(s.score(&[0]), Err(CallError::Contract { .. })));
+}
+
+/// A trap in `filter` drops the instance; the next call of the same cycle
+/// runs on a fresh instance that is given the cycle's pod again first.
+#[test]
+fn the_cycle_pod_is_given_again_to_a_rebuilt_instance() {
+    let engine = engine();
+    let spec = PluginSpec::new("trap")
+        .config(r#"{"mode":"trap","tag":3}"#)
+        .grants(Grants::none().with(Capability::Log))
+        .budget(Budget::default());
+    let plugin = load_scheduler(&engine, "test-misbehave", spec);
+    let (_slot, mut s) = session_with(plugin, &two_nodes());
+    s.prepare(&Arc::new(pod("good"))).unwrap();
+    let generation = s.generation();
+    s.prepare(&Arc::new(pod("bad"))).unwrap();
+    assert!(matches!(
+        s.filter(&[0, 1], 0),
+        Err(CallError::Trapped { .. })
+    ));
+    // Same cycle, fresh instance: it gets the "bad" pod again, and traps again.
+    assert!(matches!(
+        s.filter(&[0, 1], 0),
+        Err(CallError::Trapped { .. })
+    ));
+    // A new cycle with a good pod works, and scores come from the plugin.
+    s.prepare(&Arc::new(pod("good"))).unwrap();
+    assert_eq!(s.filter(&[0, 1], 0).unwrap().feasible, vec![0, 1]);
+    assert_eq!(s.score(&[0, 1]).unwrap(), vec![3, 3]);
+    assert_eq!(
+        s.generation(),
+        generation,
+        "no swap happened, only rebuilds"
+    );
+}

@@ -9,7 +9,8 @@
 //!    own `trellis agent` process beside a `trellis up --no-agent`).
 //!
 //! `cargo bench -p trellis --bench agent` (env AGENT_BENCH_PODS, default 50;
-//! AGENT_BENCH_RUNS, default 30).
+//! AGENT_BENCH_RUNS, default 30; BENCH_PERF_CTL=FIFO profiles only the
+//! "at once" phase under `perf record -D -1 --control fifo:FIFO`).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -344,7 +345,9 @@ fn main() {
         delete_all(&client).await;
 
         let all: Vec<String> = (0..n).map(|i| format!("all-{i}")).collect();
+        common::perf_control("enable");
         let lat = create_to_running(&client, &all, true).await;
+        common::perf_control("disable");
         report(&format!("create -> Running, {n} at once"), lat);
         delete_all(&client).await;
 

@@ -142,3 +142,16 @@ impl Client {
         (status, resp.into_body().collect().await.unwrap().to_bytes())
     }
 }
+
+/// With `BENCH_PERF_CTL=FIFO` (perf record's `-D -1 --control fifo:FIFO`),
+/// send `command` (`enable`/`disable`) so that only the part of a benchmark
+/// between them is profiled.
+#[allow(dead_code)]
+pub fn perf_control(command: &str) {
+    if let Ok(fifo) = std::env::var("BENCH_PERF_CTL") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(fifo) {
+            let _ = writeln!(f, "{command}");
+        }
+    }
+}

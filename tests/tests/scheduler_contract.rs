@@ -34,6 +34,47 @@ fn pods_go_only_to_plugins_that_track_them() {
     s.forget_pod(99, "uid-p").unwrap();
 }
 
+/// A pod asking for `cpu` on `node`, as the scheduler assumes it.
+fn placed(name: &str, node: &str, cpu: &str) -> Arc<trellis_plugin_host::scheduler::PlacedPod> {
+    let p = k8s::pod(
+        &serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox",
+                     "resources": {"requests": {"cpu": cpu}}}]}
+        }),
+        vec![],
+    )
+    .unwrap();
+    Arc::new(k8s::placed_pod(&p))
+}
+
+/// A new instance (after a swap) of a plugin that tracks pods gets every
+/// placed pod by replay, and then the changes that follow.
+#[test]
+fn a_rebuilt_instance_gets_the_placed_pods_by_replay() {
+    let engine = engine();
+    let fit = load_scheduler(&engine, "node-resources-fit", PluginSpec::new("fit"));
+    let (slot, mut s) = session_with(fit, &two_nodes());
+    s.filter_pod(&pod("warm"), &[0, 1], 0).unwrap();
+    s.assume_pod(0, placed("a", "n0", "2")).unwrap();
+    s.assume_pod(0, placed("b", "n0", "2")).unwrap();
+    let r = s.filter_pod(&pod("full"), &[0, 1], 0).unwrap();
+    assert_eq!(
+        r.feasible,
+        vec![1],
+        "the test nodes have 4 CPUs: n0 is full"
+    );
+    assert_eq!(r.reasons[0].message, "Insufficient cpu");
+    // A swap to the same plugin makes the next call build a fresh instance.
+    let again = load_scheduler(&engine, "node-resources-fit", PluginSpec::new("fit"));
+    slot.swap(again);
+    let r = s.filter_pod(&pod("next"), &[0, 1], 0).unwrap();
+    assert_eq!(r.feasible, vec![1], "both replayed pods fill n0");
+    s.forget_pod(0, "uid-a").unwrap();
+    let r = s.filter_pod(&pod("then"), &[0, 1], 0).unwrap();
+    assert_eq!(r.feasible, vec![0, 1], "one 2-CPU pod left on n0");
+}
+
 #[test]
 fn prepare_answers_the_phases_that_apply_to_the_pod() {
     let engine = engine();

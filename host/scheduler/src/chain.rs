@@ -164,6 +164,34 @@ impl Entry {
     pub fn scores(&self) -> bool {
         self.weight > 0 && self.phases.contains(Phases::SCORE)
     }
+
+    /// The phases the entry runs in this profile.
+    fn runs(&self) -> Phases {
+        let mut p = Phases::empty();
+        if self.filters() {
+            p |= Phases::FILTER;
+        }
+        if self.scores() {
+            p |= Phases::SCORE;
+        }
+        p
+    }
+
+    /// Apply the failure policy to an error of this entry's plugin: under
+    /// `Ignore` it is recorded and the cycle goes on (`Ok`); under `Fail` the
+    /// cycle fails with the returned message.
+    fn failed(&self, err: &CallError, why: &mut Explanation) -> Result<(), String> {
+        match self.failure {
+            FailurePolicy::Ignore => {
+                why.skipped(&self.name, err);
+                Ok(())
+            }
+            FailurePolicy::Fail => {
+                why.failed(&self.name, err);
+                Err(fail_message(&self.name, err))
+            }
+        }
+    }
 }
 
 /// A scheduling profile: the `spec.schedulerName` it serves and its chain.
@@ -258,30 +286,19 @@ impl Profile {
     fn prepare(&mut self, pod: &Arc<Pod>, why: &mut Explanation) -> Result<Vec<Phases>, String> {
         let mut active = Vec::with_capacity(self.entries.len());
         for e in &mut self.entries {
-            let mut wanted = Phases::empty();
-            if e.filters() {
-                wanted |= Phases::FILTER;
-            }
-            if e.scores() {
-                wanted |= Phases::SCORE;
-            }
-            if wanted == Phases::empty() {
-                active.push(wanted);
-                continue;
-            }
-            match e.plugin.prepare(pod) {
-                Ok(phases) => active.push(phases & wanted),
-                Err(err) => match e.failure {
-                    FailurePolicy::Ignore => {
-                        why.skipped(&e.name, &err);
-                        active.push(Phases::empty());
+            let wanted = e.runs();
+            let phases = if wanted == Phases::empty() {
+                wanted
+            } else {
+                match e.plugin.prepare(pod) {
+                    Ok(phases) => phases & wanted,
+                    Err(err) => {
+                        e.failed(&err, why)?;
+                        Phases::empty()
                     }
-                    FailurePolicy::Fail => {
-                        why.failed(&e.name, &err);
-                        return Err(fail_message(&e.name, &err));
-                    }
-                },
-            }
+                }
+            };
+            active.push(phases);
         }
         Ok(active)
     }
@@ -353,13 +370,11 @@ impl Profile {
                         why.filter(note);
                         window = r.feasible;
                     }
-                    Err(err) => match e.failure {
-                        FailurePolicy::Ignore => why.skipped(&e.name, &err),
-                        FailurePolicy::Fail => {
-                            why.failed(&e.name, &err);
-                            return Outcome::Error(fail_message(&e.name, &err));
+                    Err(err) => {
+                        if let Err(message) = e.failed(&err, why) {
+                            return Outcome::Error(message);
                         }
-                    },
+                    }
                 }
             }
             examined += consumed;
@@ -389,13 +404,11 @@ impl Profile {
                             *t += i64::from(s) * e.weight;
                         }
                     }
-                    Err(err) => match e.failure {
-                        FailurePolicy::Ignore => why.skipped(&e.name, &err),
-                        FailurePolicy::Fail => {
-                            why.failed(&e.name, &err);
-                            return Outcome::Error(fail_message(&e.name, &err));
+                    Err(err) => {
+                        if let Err(message) = e.failed(&err, why) {
+                            return Outcome::Error(message);
                         }
-                    },
+                    }
                 }
             }
         }

@@ -74,7 +74,8 @@ impl DefaultPlugin {
 /// the Wasm export macro would wrap, called directly. Errors map as the Wasm
 /// path maps them: a `plugin-error` to [`CallError::Plugin`], a panic (a
 /// trap in Wasm) to [`CallError::Trapped`], an answer that breaks the WIT
-/// contract to [`CallError::Contract`]. Unlike a Wasm session, nothing is
+/// contract to [`CallError::Contract`] (the session's own checks,
+/// `scheduler::check_*`). Unlike a Wasm session, nothing is
 /// rebuilt after a panic: the benchmark and tests treat one as fatal.
 pub struct NativePlugin<T> {
     plugin: T,
@@ -148,10 +149,6 @@ fn info_to_host(i: sdk::PluginInfo) -> host::PluginInfo {
     }
 }
 
-fn not_prepared() -> CallError {
-    contract("filter or score called before prepare".into())
-}
-
 fn filter_to_host(r: sdk::FilterResult) -> host::FilterResult {
     host::FilterResult {
         feasible: r.feasible,
@@ -172,10 +169,6 @@ fn filter_to_host(r: sdk::FilterResult) -> host::FilterResult {
             })
             .collect(),
     }
-}
-
-fn contract(reason: String) -> CallError {
-    CallError::Contract { reason }
 }
 
 impl<T: SchedulerPlugin + Send> ChainPlugin for NativePlugin<T> {
@@ -228,59 +221,20 @@ impl<T: SchedulerPlugin + Send> ChainPlugin for NativePlugin<T> {
         candidates: &[host::NodeId],
         max_feasible: u32,
     ) -> Result<host::FilterResult, CallError> {
-        check_candidates(candidates)?;
-        let pod = self.cycle.as_ref().ok_or_else(not_prepared)?;
+        host::check_candidates(candidates)?;
+        let pod = self.cycle.as_ref().ok_or_else(host::not_prepared)?;
         let r = filter_to_host(guard(|| self.plugin.filter(pod, candidates, max_feasible))?);
-        // The checks a Wasm session makes on the same answer.
-        let seen = r.feasible.len() + r.rejected.len();
-        if seen > candidates.len() {
-            return Err(contract(format!(
-                "filter answered {seen} verdicts for {} candidates",
-                candidates.len()
-            )));
-        }
-        if let Some(bad) = r
-            .rejected
-            .iter()
-            .find(|x| x.reason as usize >= r.reasons.len())
-        {
-            return Err(contract(format!(
-                "rejection of node {} names reason {} of {}",
-                bad.node,
-                bad.reason,
-                r.reasons.len()
-            )));
-        }
+        host::check_filter_answer(candidates, &r)?;
         Ok(r)
     }
 
     fn score(&mut self, candidates: &[host::NodeId]) -> Result<Vec<u8>, CallError> {
-        check_candidates(candidates)?;
-        let pod = self.cycle.as_ref().ok_or_else(not_prepared)?;
+        host::check_candidates(candidates)?;
+        let pod = self.cycle.as_ref().ok_or_else(host::not_prepared)?;
         let r = guard(|| self.plugin.score(pod, candidates))?;
-        if r.len() != candidates.len() {
-            return Err(contract(format!(
-                "score answered {} scores for {} candidates",
-                r.len(),
-                candidates.len()
-            )));
-        }
-        if let Some(s) = r.iter().find(|s| **s > 100) {
-            return Err(contract(format!("score {s} is above 100")));
-        }
+        host::check_scores(candidates, &r)?;
         Ok(r)
     }
-}
-
-fn check_candidates(candidates: &[host::NodeId]) -> Result<(), CallError> {
-    if candidates.len() > host::MAX_CANDIDATES {
-        return Err(contract(format!(
-            "{} candidates exceed the limit of {}",
-            candidates.len(),
-            host::MAX_CANDIDATES
-        )));
-    }
-    Ok(())
 }
 
 /// A host-side WIT record (from `wasmtime::component::bindgen!`) as the

@@ -316,9 +316,7 @@ impl SchedulerSession {
     /// Make sure the live instance holds the cycle's pod; answers its phases.
     fn ensure_prepared(&mut self) -> Result<Phases, CallError> {
         let Some(pod) = self.cycle.clone() else {
-            return Err(CallError::Contract {
-                reason: "filter or score called before prepare".into(),
-            });
+            return Err(not_prepared());
         };
         let phases = self.call(|p, i| {
             let api = i.bindings.trellis_plugin_scheduler();
@@ -362,29 +360,7 @@ impl SchedulerSession {
                 })?
                 .map_err(|e| fault(e).into())
         })?;
-        if r.feasible.len() + r.rejected.len() > candidates.len() {
-            return Err(CallError::Contract {
-                reason: format!(
-                    "filter answered {} verdicts for {} candidates",
-                    r.feasible.len() + r.rejected.len(),
-                    candidates.len()
-                ),
-            });
-        }
-        if let Some(bad) = r
-            .rejected
-            .iter()
-            .find(|x| x.reason as usize >= r.reasons.len())
-        {
-            return Err(CallError::Contract {
-                reason: format!(
-                    "rejection of node {} names reason {} of {}",
-                    bad.node,
-                    bad.reason,
-                    r.reasons.len()
-                ),
-            });
-        }
+        check_filter_answer(candidates, &r)?;
         Ok(r)
     }
 
@@ -398,25 +374,16 @@ impl SchedulerSession {
                 .guarded(&mut i.store, |s| api.call_score(s, candidates))?
                 .map_err(|e| fault(e).into())
         })?;
-        if r.len() != candidates.len() {
-            return Err(CallError::Contract {
-                reason: format!(
-                    "score answered {} scores for {} candidates",
-                    r.len(),
-                    candidates.len()
-                ),
-            });
-        }
-        if let Some(s) = r.iter().find(|s| **s > 100) {
-            return Err(CallError::Contract {
-                reason: format!("score {s} is above 100"),
-            });
-        }
+        check_scores(candidates, &r)?;
         Ok(r)
     }
 }
 
-fn check_candidates(candidates: &[NodeId]) -> Result<(), CallError> {
+/// The contract's checks on a call and its answers, for any implementation
+/// of it (the native plugins of the benchmark make the same ones).
+///
+/// At most [`MAX_CANDIDATES`] candidates per call.
+pub fn check_candidates(candidates: &[NodeId]) -> Result<(), CallError> {
     if candidates.len() > MAX_CANDIDATES {
         return Err(CallError::Contract {
             reason: format!(
@@ -426,4 +393,59 @@ fn check_candidates(candidates: &[NodeId]) -> Result<(), CallError> {
         });
     }
     Ok(())
+}
+
+/// A filter answer names no more nodes than it was given, and every
+/// rejection a reason that exists.
+pub fn check_filter_answer(candidates: &[NodeId], r: &FilterResult) -> Result<(), CallError> {
+    let seen = r.feasible.len() + r.rejected.len();
+    if seen > candidates.len() {
+        return Err(CallError::Contract {
+            reason: format!(
+                "filter answered {seen} verdicts for {} candidates",
+                candidates.len()
+            ),
+        });
+    }
+    if let Some(bad) = r
+        .rejected
+        .iter()
+        .find(|x| x.reason as usize >= r.reasons.len())
+    {
+        return Err(CallError::Contract {
+            reason: format!(
+                "rejection of node {} names reason {} of {}",
+                bad.node,
+                bad.reason,
+                r.reasons.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A score answer has one score in 0..=100 per candidate.
+pub fn check_scores(candidates: &[NodeId], scores: &[u8]) -> Result<(), CallError> {
+    if scores.len() != candidates.len() {
+        return Err(CallError::Contract {
+            reason: format!(
+                "score answered {} scores for {} candidates",
+                scores.len(),
+                candidates.len()
+            ),
+        });
+    }
+    if let Some(s) = scores.iter().find(|s| **s > 100) {
+        return Err(CallError::Contract {
+            reason: format!("score {s} is above 100"),
+        });
+    }
+    Ok(())
+}
+
+/// `filter` or `score` without a pod prepared for the cycle.
+pub fn not_prepared() -> CallError {
+    CallError::Contract {
+        reason: "filter or score called before prepare".into(),
+    }
 }

@@ -365,70 +365,14 @@ pub fn run_scheduler_fixture(
             }
             None => ((0..names.len() as NodeId).collect(), names.clone()),
         };
-        let name_of = |id: NodeId| {
-            candidates
-                .iter()
-                .position(|c| *c == id)
-                .map(|i| cand_names[i].clone())
-                .unwrap_or_else(|| format!("<id {id}>"))
-        };
-        let mut outcome = Outcome::default();
-        let active = match session.prepare(&std::sync::Arc::new(pod)) {
-            Ok(phases) => phases,
-            Err(e) => {
-                outcome.error = Some(error_name(&e));
-                let failures = compare(&case.expect, &outcome);
-                cases.push(CaseReport {
-                    name: case.name.clone(),
-                    outcome,
-                    failures,
-                });
-                continue;
-            }
-        };
-        for (phase, name) in [(Phases::FILTER, "filter"), (Phases::SCORE, "score")] {
-            if info.phases.contains(phase) && !active.contains(phase) {
-                outcome.skipped.push(name);
-            }
-        }
-        let feasible_ids = if info.phases.contains(Phases::FILTER) {
-            match session.filter(&candidates, case.max_feasible) {
-                Ok(r) => {
-                    outcome.feasible = r.feasible.iter().map(|&id| name_of(id)).collect();
-                    outcome.rejected = r
-                        .rejected
-                        .iter()
-                        .map(|x| {
-                            let reason = &r.reasons[x.reason as usize];
-                            (name_of(x.node), reason.message.clone(), reason.unresolvable)
-                        })
-                        .collect();
-                    r.feasible
-                }
-                Err(e) => {
-                    outcome.error = Some(error_name(&e));
-                    Vec::new()
-                }
-            }
-        } else {
-            outcome.feasible = cand_names.clone();
-            candidates.clone()
-        };
-        if outcome.error.is_none()
-            && info.phases.contains(Phases::SCORE)
-            && !feasible_ids.is_empty()
-        {
-            match session.score(&feasible_ids) {
-                Ok(s) => {
-                    outcome.scores = feasible_ids
-                        .iter()
-                        .zip(s)
-                        .map(|(&id, s)| (name_of(id), s))
-                        .collect()
-                }
-                Err(e) => outcome.error = Some(error_name(&e)),
-            }
-        }
+        let outcome = run_cycle(
+            &mut session,
+            info.phases,
+            pod,
+            &candidates,
+            &cand_names,
+            case.max_feasible,
+        );
         let mut failures = compare(&case.expect, &outcome);
         failures.extend(broken_skip_promises(&outcome));
         cases.push(CaseReport {
@@ -443,6 +387,74 @@ pub fn run_scheduler_fixture(
         failures,
         cases,
     })
+}
+
+/// One case's cycle: `prepare`, then `filter` and `score` as the plugin
+/// declares them (a skipped phase too, to check its promise).
+fn run_cycle(
+    session: &mut SchedulerSession,
+    declared: Phases,
+    pod: trellis_plugin_host::scheduler::Pod,
+    candidates: &[NodeId],
+    cand_names: &[String],
+    max_feasible: u32,
+) -> Outcome {
+    let name_of = |id: NodeId| {
+        candidates
+            .iter()
+            .position(|c| *c == id)
+            .map(|i| cand_names[i].clone())
+            .unwrap_or_else(|| format!("<id {id}>"))
+    };
+    let mut outcome = Outcome::default();
+    let active = match session.prepare(&Arc::new(pod)) {
+        Ok(phases) => phases,
+        Err(e) => {
+            outcome.error = Some(error_name(&e));
+            return outcome;
+        }
+    };
+    for (phase, name) in [(Phases::FILTER, "filter"), (Phases::SCORE, "score")] {
+        if declared.contains(phase) && !active.contains(phase) {
+            outcome.skipped.push(name);
+        }
+    }
+    let feasible_ids = if declared.contains(Phases::FILTER) {
+        match session.filter(candidates, max_feasible) {
+            Ok(r) => {
+                outcome.feasible = r.feasible.iter().map(|&id| name_of(id)).collect();
+                outcome.rejected = r
+                    .rejected
+                    .iter()
+                    .map(|x| {
+                        let reason = &r.reasons[x.reason as usize];
+                        (name_of(x.node), reason.message.clone(), reason.unresolvable)
+                    })
+                    .collect();
+                r.feasible
+            }
+            Err(e) => {
+                outcome.error = Some(error_name(&e));
+                return outcome;
+            }
+        }
+    } else {
+        outcome.feasible = cand_names.to_vec();
+        candidates.to_vec()
+    };
+    if declared.contains(Phases::SCORE) && !feasible_ids.is_empty() {
+        match session.score(&feasible_ids) {
+            Ok(s) => {
+                outcome.scores = feasible_ids
+                    .iter()
+                    .zip(s)
+                    .map(|(&id, s)| (name_of(id), s))
+                    .collect()
+            }
+            Err(e) => outcome.error = Some(error_name(&e)),
+        }
+    }
+    outcome
 }
 
 /// A phase `prepare` skipped must answer neutrally when called: as a filter,

@@ -391,6 +391,10 @@ pub struct InterPodAffinity {
     /// The nodes holding a pod with required anti-affinity, in id order: the
     /// only ones a pod's PreFilter has to look at for them.
     anti_affinity_nodes: BTreeSet<NodeId>,
+    /// Upstream's PreFilter state for the prepared pod: the domains of
+    /// placed pods whose required anti-affinity matches it, and their keys.
+    /// Computed once per cycle, read by every `filter` call of the cycle.
+    existing: (PairSet, Vec<u32>),
 }
 
 impl Default for InterPodAffinity {
@@ -403,6 +407,7 @@ impl Default for InterPodAffinity {
             pod_nodes: HashMap::new(),
             pods_with_affinity: 0,
             anti_affinity_nodes: BTreeSet::new(),
+            existing: Default::default(),
         }
     }
 }
@@ -574,13 +579,10 @@ impl SchedulerPlugin for InterPodAffinity {
     /// would score 0.
     fn prepare(&mut self, pod: &Pod) -> Result<Phases, PluginError> {
         let mut phases = Phases::empty();
-        let own_required =
-            !required(&pod.pod_affinity).is_empty() || !required(&pod.pod_anti_affinity).is_empty();
-        if own_required
-            || !self
-                .existing_anti_affinity(&Incoming::new(&self.syms, pod))
-                .0
-                .is_empty()
+        self.existing = self.existing_anti_affinity(&Incoming::new(&self.syms, pod));
+        if !self.existing.0.is_empty()
+            || !required(&pod.pod_affinity).is_empty()
+            || !required(&pod.pod_anti_affinity).is_empty()
         {
             phases |= Phases::FILTER;
         }
@@ -703,8 +705,7 @@ impl SchedulerPlugin for InterPodAffinity {
         max_feasible: u32,
     ) -> Result<FilterResult, PluginError> {
         let mut v = Verdicts::with_capacity(max_feasible, candidates.len());
-        let q = Incoming::new(&self.syms, pod);
-        let (existing, existing_keys) = self.existing_anti_affinity(&q);
+        let (existing, existing_keys) = &self.existing;
         let affinity_terms = required(&pod.pod_affinity);
         let anti_terms = required(&pod.pod_anti_affinity);
         if existing.is_empty() && affinity_terms.is_empty() && anti_terms.is_empty() {
@@ -757,7 +758,7 @@ impl SchedulerPlugin for InterPodAffinity {
                     .any(|t| domain(labels, t.key).is_some_and(|d| anti_found.contains(&d)))
             {
                 v.reject(id, ANTI_AFFINITY, false);
-            } else if !existing.is_empty() && in_domains(labels, &existing_keys, &existing) {
+            } else if !existing.is_empty() && in_domains(labels, existing_keys, existing) {
                 v.reject(id, EXISTING_ANTI_AFFINITY, false);
             } else if v.accept(id) {
                 break;
@@ -863,6 +864,16 @@ trellis_sdk::export_scheduler!(InterPodAffinity);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One cycle's filter, as the host runs it: `prepare`, then `filter`.
+    fn filter(
+        p: &mut InterPodAffinity,
+        pod: &Pod,
+        candidates: &[NodeId],
+    ) -> Result<FilterResult, PluginError> {
+        p.prepare(pod)?;
+        p.filter(pod, candidates, 0)
+    }
 
     #[test]
     fn symbols_are_reused_after_release() {
@@ -984,16 +995,16 @@ mod tests {
         p.assume_pod(1, placed("x", "db", vec![term("web")]))
             .unwrap();
         let web = pod("web", None, None);
-        let r = p.filter(&web, &[0, 1], 0).unwrap();
+        let r = filter(&mut p, &web, &[0, 1]).unwrap();
         assert_eq!(r.feasible, vec![0]);
         assert_eq!(r.reasons[0].message, EXISTING_ANTI_AFFINITY);
         p.forget_pod(1, "x");
         assert_eq!(p.syms.get("db"), None);
         assert_eq!(p.syms.get("web"), None);
-        let r = p.filter(&web, &[0, 1], 0).unwrap();
+        let r = filter(&mut p, &web, &[0, 1]).unwrap();
         assert_eq!(r.feasible, vec![0, 1]);
         p.remove_node(1);
-        assert!(p.filter(&web, &[1], 0).is_err());
+        assert!(filter(&mut p, &web, &[1]).is_err());
     }
 
     #[test]
@@ -1003,19 +1014,13 @@ mod tests {
             p.upsert_node(i as NodeId, node(z)).unwrap();
         }
         // First pod of a group: nobody matches yet, the pod matches itself.
-        let r = p
-            .filter(&pod("web", hard(term("web")), None), &[0, 1, 2], 0)
-            .unwrap();
+        let r = filter(&mut p, &pod("web", hard(term("web")), None), &[0, 1, 2]).unwrap();
         assert_eq!(r.feasible, vec![0, 1, 2]);
         p.assume_pod(1, placed("w", "web", vec![])).unwrap();
-        let r = p
-            .filter(&pod("web", hard(term("web")), None), &[0, 1, 2], 0)
-            .unwrap();
+        let r = filter(&mut p, &pod("web", hard(term("web")), None), &[0, 1, 2]).unwrap();
         assert_eq!(r.feasible, vec![1]);
         assert!(r.reasons[0].unresolvable);
-        let r = p
-            .filter(&pod("web", None, hard(term("web"))), &[0, 1, 2], 0)
-            .unwrap();
+        let r = filter(&mut p, &pod("web", None, hard(term("web"))), &[0, 1, 2]).unwrap();
         assert_eq!(r.feasible, vec![0, 2]);
         assert!(!r.reasons[0].unresolvable);
     }

@@ -653,7 +653,34 @@ impl State {
 
     /// DELETE one object: immediately, or gracefully (deletionTimestamp) when it
     /// has finalizers, is a pod on a node, or is a namespace.
+    ///
+    /// Without a resourceVersion precondition a write that lands between the
+    /// read and the delete (a kubelet's status update, say) does not fail the
+    /// call: as the upstream store does, it reads again and retries.
     pub async fn delete(
+        &self,
+        t: &Target,
+        options: &Value,
+        q: &Query,
+    ) -> Result<Outcome, ApiError> {
+        let conditional = !options["preconditions"]["resourceVersion"].is_null();
+        let mut attempts = 0;
+        loop {
+            match self.delete_once(t, options, q).await {
+                Err(e)
+                    if e.reason == "Conflict"
+                        && !conditional
+                        && !e.message.starts_with("Precondition failed")
+                        && attempts < 16 =>
+                {
+                    attempts += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn delete_once(
         &self,
         t: &Target,
         options: &Value,

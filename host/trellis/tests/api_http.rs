@@ -232,8 +232,93 @@ common::on_both_stores!(
     anonymous_requests_are_refused,
     a_stale_update_is_a_409,
     bad_input_gets_the_right_status_and_the_server_stays_healthy,
-    list_pages_and_watch_resumes_from_a_resource_version
+    list_pages_and_watch_resumes_from_a_resource_version,
+    a_delete_is_not_refused_for_a_write_racing_it
 );
+
+/// A DELETE without a resourceVersion precondition succeeds while other
+/// clients keep writing the object (as a kubelet writes a pod's status): the
+/// server reads again and retries instead of answering 409. One with a stale
+/// precondition still gets the 409.
+fn a_delete_is_not_refused_for_a_write_racing_it(c: Cluster) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let pods = "/api/v1/namespaces/default/pods";
+    let n = 30;
+    for i in 0..n {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("raced-{i}")},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}});
+        assert_eq!(post(&c, pods, &pod).0, 201);
+    }
+    let rv =
+        |i: usize| c.get_json(&format!("{pods}/raced-{i}"))["metadata"]["resourceVersion"].clone();
+    let target = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Four writers, back to back, on the pod being deleted.
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (c, target, stop) = (&c, &target, &stop);
+                s.spawn(move || {
+                    let mut writes = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let path =
+                            format!("{pods}/raced-{}/status", target.load(Ordering::Relaxed));
+                        let body =
+                            json!({"status": {"message": format!("writer {w}, write {writes}")}});
+                        if send(c, "PATCH", &path, &body, "application/merge-patch+json").0 == 200 {
+                            writes += 1;
+                        }
+                    }
+                    writes
+                })
+            })
+            .collect();
+        // The writers stop however this ends (a failed assertion included).
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let halt = Stop(&stop);
+        for i in 0..n {
+            let before = rv(i);
+            target.store(i, Ordering::Relaxed);
+            while rv(i) == before {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if i == 0 {
+                let opts = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+                    "preconditions": {"resourceVersion": before}});
+                let (code, body) = send(
+                    &c,
+                    "DELETE",
+                    &format!("{pods}/raced-0"),
+                    &opts,
+                    "application/json",
+                );
+                assert_eq!(code, 409, "a stale precondition is still refused: {body}");
+            }
+            let opts =
+                json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0});
+            let (code, body) = send(
+                &c,
+                "DELETE",
+                &format!("{pods}/raced-{i}"),
+                &opts,
+                "application/json",
+            );
+            assert_eq!(code, 200, "deleting raced-{i}: {body}");
+            assert_eq!(
+                c.http("GET", &format!("{pods}/raced-{i}"), None, &[]).0,
+                404
+            );
+        }
+        drop(halt);
+        let writes: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert!(writes >= n, "the writers wrote ({writes})");
+    });
+}
 
 /// Once compaction has discarded the history a watch asks for, the watch
 /// answers with an ERROR event carrying a 410 Status, as upstream.

@@ -51,6 +51,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::mount::{MountFlags, UnmountFlags};
 use serde_json::Value;
+use trellis_image::is_mount_point;
 use trellis_types::quantity::Quantity;
 
 use crate::env::{
@@ -1271,15 +1272,6 @@ fn mount_points() -> io::Result<Vec<PathBuf>> {
         .into_iter()
         .map(|m| PathBuf::from(m.mount_point))
         .collect())
-}
-
-fn is_mount_point(path: &Path) -> io::Result<bool> {
-    let canon = match fs::canonicalize(path) {
-        Ok(c) => c,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    Ok(mount_points()?.contains(&canon))
 }
 
 /// Mount points strictly under `root` (canonical).

@@ -7,8 +7,14 @@
 //!
 //! Layout of the data directory: `images/` (the image store, shared with
 //! `trellis image`), `network/` (addresses and namespaces), `pods/<uid>/`
-//! (one per pod: `pod.json`, the shim's socket and state, `logs/`,
-//! `volumes/`, `containers/<id>/` root filesystems, `bundles/<id>/`).
+//! (one per pod: `pod.json`, `logs/`, `volumes/`, `containers/<id>/` root
+//! filesystems), and `run/`, a tmpfs the agent mounts for what lives only as
+//! long as the containers: `run/pods/<uid>/` holds the pod's shim (socket,
+//! state, libcontainer's state), `bundles/<id>/`, `etc-hosts` and
+//! `resolv.conf`. These files come and go with every container; on a tmpfs
+//! they cost no disk inode allocation (which, on ext4 without a journal,
+//! scans past every recently freed inode) and vanish on reboot with the
+//! containers they describe.
 
 pub mod env;
 mod events;
@@ -21,7 +27,7 @@ mod sources;
 pub mod volumes;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,6 +137,7 @@ impl Agent {
     ) -> Result<Self, AgentError> {
         std::fs::create_dir_all(cfg.data_dir.join("pods"))
             .map_err(|e| AgentError::Other(format!("{}: {e}", cfg.data_dir.display())))?;
+        mount_run_dir(&run_dir(&cfg.data_dir))?;
         let images = trellis_image::ImageStore::open(&cfg.data_dir.join("images"))?;
         let net_cfg = trellis_network::NetworkConfig {
             bridge: cfg.bridge.clone(),
@@ -207,31 +214,63 @@ pub(crate) fn node_image(image: &trellis_image::Image) -> Value {
     serde_json::json!({"names": names, "sizeBytes": image.size})
 }
 
+/// The tmpfs of the pods' runtime state under `data_dir` (see the crate's
+/// documentation).
+pub(crate) fn run_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("run")
+}
+
+/// Mount the runtime-state tmpfs on `dir` unless it is mounted (an agent
+/// restarting finds its shims there). Where mounting is not allowed (no
+/// root), the directory is used as it is.
+fn mount_run_dir(dir: &Path) -> Result<(), AgentError> {
+    use rustix::mount::{mount, MountFlags};
+    let failed = |e: std::io::Error| AgentError::Other(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    if trellis_image::is_mount_point(dir).map_err(failed)? {
+        return Ok(());
+    }
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    if let Err(e) = mount("tmpfs", dir, "tmpfs", flags, c"size=64m,mode=0700") {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot mount the runtime-state tmpfs; runtime state stays on disk");
+    }
+    Ok(())
+}
+
 /// Remove everything an agent left on this node under `cfg.data_dir`: each
 /// pod's containers, shim, root filesystems, volumes and network namespace,
 /// then the bridge. Blocking. For `trellis agent --reset` and for tests,
 /// which must not leave containers behind.
 pub fn reset(cfg: &AgentConfig) -> Result<(), AgentError> {
     let images = trellis_image::ImageStore::open(&cfg.data_dir.join("images"))?;
-    if let Ok(entries) = std::fs::read_dir(cfg.data_dir.join("pods")) {
-        for e in entries.flatten() {
-            let dir = e.path();
-            let shim = trellis_runtime::shim::ShimClient::new(&dir);
-            if let Ok(states) = shim.state() {
-                for s in states {
-                    shim.delete(&s.id).ok();
-                }
-                shim.shutdown().ok();
-            }
-            if let Ok(list) = std::fs::read_dir(dir.join("containers")) {
-                for c in list.flatten() {
-                    images.release_rootfs(&c.path()).ok();
-                }
-            }
-            volumes::cleanup_dir(&dir.join("volumes")).ok();
-            std::fs::remove_dir_all(&dir).ok();
+    let run = run_dir(&cfg.data_dir);
+    let mut uids = std::collections::BTreeSet::new();
+    for parent in [cfg.data_dir.join("pods"), run.join("pods")] {
+        if let Ok(entries) = std::fs::read_dir(parent) {
+            uids.extend(entries.flatten().map(|e| e.file_name()));
         }
     }
+    for uid in uids {
+        let dir = cfg.data_dir.join("pods").join(&uid);
+        let shim = trellis_runtime::shim::ShimClient::new(run.join("pods").join(&uid));
+        if let Ok(states) = shim.state() {
+            for s in states {
+                shim.delete(&s.id).ok();
+            }
+            shim.shutdown().ok();
+        }
+        if let Ok(list) = std::fs::read_dir(dir.join("containers")) {
+            for c in list.flatten() {
+                images.release_rootfs(&c.path()).ok();
+            }
+        }
+        volumes::cleanup_dir(&dir.join("volumes")).ok();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    if trellis_image::is_mount_point(&run).unwrap_or(false) {
+        rustix::mount::unmount(&run, rustix::mount::UnmountFlags::DETACH).ok();
+    }
+    std::fs::remove_dir_all(&run).ok();
     let net = trellis_network::PodNetwork::open(trellis_network::NetworkConfig {
         bridge: cfg.bridge.clone(),
         pod_cidr: cfg.pod_cidr.clone(),

@@ -36,7 +36,10 @@ pub(crate) fn pods() -> Resource {
 #[derive(Debug)]
 pub(crate) struct PodRecord {
     pub uid: String,
+    /// `pods/<uid>` in the data directory: what outlives containers.
     pub dir: PathBuf,
+    /// `run/pods/<uid>`: the shim, bundles, `etc-hosts`, `resolv.conf`.
+    pub run: PathBuf,
     pub shim: ShimClient,
     /// Container name → its runs.
     pub containers: Mutex<HashMap<String, Runs>>,
@@ -97,6 +100,15 @@ pub(crate) struct Ctx {
     pub events: Events,
     /// Serialises pulls of one image.
     pub pulls: tokio::sync::Mutex<()>,
+    /// Admits pods to the CPU-bound part of a start (shim, network, root
+    /// filesystem, container creation) a few at a time, in arrival order.
+    /// When many pods arrive at once, running every start in parallel only
+    /// shares the CPUs among them, so every pod finishes near the end of the
+    /// burst; admitting as many as there are CPUs lets the first ones run
+    /// early and the burst take no longer.
+    /// A pod holds its permit from its sandbox through its containers'
+    /// starts in one pass (see `Worker::admit`).
+    pub starts: Arc<tokio::sync::Semaphore>,
 }
 
 impl Ctx {
@@ -125,6 +137,9 @@ impl Ctx {
             registry,
             events,
             pulls: tokio::sync::Mutex::new(()),
+            starts: Arc::new(tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }))
     }
 
@@ -136,6 +151,11 @@ impl Ctx {
 
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
         self.cfg.data_dir.join("pods").join(uid)
+    }
+
+    /// The pod's runtime-state directory (see the crate's documentation).
+    pub fn pod_run_dir(&self, uid: &str) -> PathBuf {
+        crate::run_dir(&self.cfg.data_dir).join("pods").join(uid)
     }
 }
 

@@ -129,10 +129,11 @@ pub(crate) fn stop_all(shim: &ShimClient, ids: &[String], grace: Duration) {
 /// root filesystems, network, volumes, its directory.
 pub(crate) async fn remove_leftover(ctx: Arc<Ctx>, uid: String) {
     let dir = ctx.pod_dir(&uid);
+    let run = ctx.pod_run_dir(&uid);
     let images = ctx.images.clone();
     let network = ctx.network.clone();
     tokio::task::spawn_blocking(move || {
-        let shim = ShimClient::new(&dir);
+        let shim = ShimClient::new(&run);
         if let Ok(states) = shim.state() {
             for s in states {
                 shim.delete(&s.id).ok();
@@ -154,11 +155,15 @@ pub(crate) async fn remove_leftover(ctx: Arc<Ctx>, uid: String) {
         }
         // The shim removes its socket as it exits.
         let until = Instant::now() + Duration::from_secs(5);
-        while dir.join(trellis_runtime::shim::SOCKET).exists() && Instant::now() < until {
+        while run.join(trellis_runtime::shim::SOCKET).exists() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            tracing::warn!(error = %e, dir = %dir.display(), "removing the pod directory");
+        for dir in [&run, &dir] {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, dir = %dir.display(), "removing the pod directory");
+                }
+            }
         }
     })
     .await

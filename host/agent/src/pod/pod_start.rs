@@ -73,14 +73,18 @@ impl Worker {
             return Ok(());
         }
         let dir = self.rec.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            StartError::new(
-                "CreateContainerConfigError",
-                format!("{}: {e}", dir.display()),
-            )
-        })?;
+        let run = self.rec.run.clone();
+        for d in [&dir, &run] {
+            std::fs::create_dir_all(d).map_err(|e| {
+                StartError::new(
+                    "CreateContainerConfigError",
+                    format!("{}: {e}", d.display()),
+                )
+            })?;
+        }
         let meta = json!({"uid": self.uid, "namespace": self.ns, "name": self.name});
         std::fs::write(dir.join("pod.json"), meta.to_string()).ok();
+        self.admit().await;
         let shim = self.rec.shim.clone();
         let (program, args) = self.ctx.cfg.shim_command.clone();
         blocking(move || shim.spawn(&program, &args))
@@ -110,7 +114,7 @@ impl Worker {
                 netns: Some(pn.netns),
             }
         };
-        self.write_hosts(&dir, &sandbox.pod_ip).map_err(|e| {
+        self.write_hosts(&run, &sandbox.pod_ip).map_err(|e| {
             StartError::new("FailedCreatePodSandBox", format!("writing /etc/hosts: {e}"))
         })?;
         self.sandbox = Some(sandbox);
@@ -231,6 +235,8 @@ impl Worker {
                     &format!("Pulling image {reference:?}"),
                     Some(name),
                 );
+                // A pull may take long: other pods start meanwhile.
+                self.start_permit = None;
                 let _one_at_a_time = self.ctx.pulls.lock().await;
                 let started = std::time::Instant::now();
                 let images = self.ctx.images.clone();
@@ -323,6 +329,7 @@ impl Worker {
                 "no command specified: the image has no entrypoint or cmd and the container no command",
             ));
         }
+        self.admit().await;
         let dir = self.rec.dir.clone();
         let images = self.ctx.images.clone();
         let img2 = image.clone();
@@ -350,13 +357,13 @@ impl Worker {
         let mut binds = vec![
             BindMount {
                 destination: "/etc/hosts".into(),
-                source: dir.join("etc-hosts"),
+                source: self.rec.run.join("etc-hosts"),
                 read_only: false,
                 propagation: String::new(),
             },
             BindMount {
                 destination: "/etc/resolv.conf".into(),
-                source: dir.join("resolv.conf"),
+                source: self.rec.run.join("resolv.conf"),
                 read_only: false,
                 propagation: String::new(),
             },
@@ -404,7 +411,7 @@ impl Worker {
             cap_drop: strings(&sc["capabilities"]["drop"]),
             no_new_privileges: sc["allowPrivilegeEscalation"] == json!(false),
         };
-        let bundle = dir.join("bundles").join(&id);
+        let bundle = self.rec.run.join("bundles").join(&id);
         cfg.write_bundle(&bundle).map_err(|e| {
             StartError::new("CreateContainerError", format!("writing the bundle: {e}"))
         })?;
@@ -436,6 +443,7 @@ impl Worker {
         let shim = self.rec.shim.clone();
         let images = self.ctx.images.clone();
         let dir = self.rec.dir.clone();
+        let run = self.rec.run.clone();
         let id = id.to_string();
         blocking(move || {
             if let Err(e) = shim.delete(&id) {
@@ -444,7 +452,7 @@ impl Worker {
             if let Err(e) = images.release_rootfs(&dir.join("containers").join(&id)) {
                 tracing::warn!(error = %e, id, "releasing a root filesystem");
             }
-            std::fs::remove_dir_all(dir.join("bundles").join(&id)).ok();
+            std::fs::remove_dir_all(run.join("bundles").join(&id)).ok();
         })
         .await;
     }

@@ -72,6 +72,10 @@ pub(crate) struct Worker {
     pub last_status: Value,
     pub last_refresh: Instant,
     pub force_deleted: bool,
+    /// This pass's admission to the CPU-bound part of starting (see
+    /// [`Ctx::starts`]); dropped at the end of the pass and before an
+    /// image pull.
+    pub start_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 enum Next {
@@ -86,11 +90,12 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Value>>) {
     };
     let uid = uid_of(&pod).to_string();
     let (ns, name) = ns_name(&pod);
-    let dir = ctx.pod_dir(&uid);
+    let run = ctx.pod_run_dir(&uid);
     let rec = Arc::new(PodRecord {
         uid: uid.clone(),
-        dir: dir.clone(),
-        shim: ShimClient::new(&dir),
+        dir: ctx.pod_dir(&uid),
+        shim: ShimClient::new(&run),
+        run,
         containers: Default::default(),
     });
     ctx.registry.insert(&ns, &name, rec.clone());
@@ -114,6 +119,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Value>>) {
         sandbox_error: None,
         last_refresh: Instant::now(),
         force_deleted: false,
+        start_permit: None,
     };
     loop {
         let next = w.sync().await;
@@ -183,6 +189,22 @@ impl Worker {
 
     /// One pass.
     async fn sync(&mut self) -> Next {
+        let next = self.pass().await;
+        self.start_permit = None;
+        next
+    }
+
+    /// Wait for this pass's turn to do CPU-bound start work (creating the
+    /// sandbox, starting a container), unless it has it already: pods that
+    /// arrive together start in arrival order, a few at a time.
+    pub(crate) async fn admit(&mut self) {
+        if self.start_permit.is_none() {
+            let starts = self.ctx.starts.clone();
+            self.start_permit = Some(starts.acquire_owned().await.expect("never closed"));
+        }
+    }
+
+    async fn pass(&mut self) -> Next {
         if self.force_deleted || !self.pod["metadata"]["deletionTimestamp"].is_null() {
             self.terminate().await;
             return Next::Done;

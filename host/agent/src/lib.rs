@@ -58,7 +58,8 @@ pub struct AgentConfig {
     /// Pods this node takes.
     pub max_pods: u64,
     /// The program and arguments that start a shim (`--dir DIR` is
-    /// appended): the `trellis` executable and `["shim"]`.
+    /// appended): `trellis-shim` beside this executable, or else this
+    /// executable and `["shim"]`.
     pub shim_command: (PathBuf, Vec<String>),
     /// First crash back-off (kubelet: 10 s); it doubles per restart.
     pub backoff_base: Duration,
@@ -86,10 +87,7 @@ impl AgentConfig {
             pod_cidr: "10.88.0.0/24".into(),
             labels: Vec::new(),
             max_pods: 110,
-            shim_command: (
-                std::env::current_exe().unwrap_or_else(|_| "trellis".into()),
-                vec!["shim".into()],
-            ),
+            shim_command: default_shim_command(),
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             heartbeat: Duration::from_secs(10),
@@ -97,6 +95,19 @@ impl AgentConfig {
             insecure_registries: Vec::new(),
             server_token: None,
         }
+    }
+}
+
+/// `trellis-shim` beside the running executable when it is there (the
+/// small program: each shim and each container's set-up processes are forks
+/// of it), else `trellis shim`.
+fn default_shim_command() -> (PathBuf, Vec<String>) {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "trellis".into());
+    let small = exe.with_file_name("trellis-shim");
+    if small.is_file() {
+        (small, Vec::new())
+    } else {
+        (exe, vec!["shim".into()])
     }
 }
 

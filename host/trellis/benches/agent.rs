@@ -10,7 +10,8 @@
 //!
 //! `cargo bench -p trellis --bench agent` (env AGENT_BENCH_PODS, default 50;
 //! AGENT_BENCH_RUNS, default 30; BENCH_PERF_CTL=FIFO profiles only the
-//! "at once" phase under `perf record -D -1 --control fifo:FIFO`).
+//! "at once" phase under `perf record -D -1 --control fifo:FIFO`;
+//! AGENT_BENCH_LOG=FILE keeps the agent's log).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -140,6 +141,7 @@ async fn delete_all(client: &Client) {
             .await
             .ok();
     }
+    let mut left = Vec::new();
     for _ in 0..600 {
         let l = client
             .list(&pods(), "default", &ListParams::default())
@@ -148,9 +150,25 @@ async fn delete_all(client: &Client) {
         if l.items().is_empty() {
             return;
         }
+        left = l.items().to_vec();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("pods were not deleted");
+    let left: Vec<String> = left
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({}, {})",
+                p["metadata"]["name"].as_str().unwrap_or("?"),
+                p["status"]["phase"].as_str().unwrap_or("no phase"),
+                p["status"]["containerStatuses"][0]["state"]
+            )
+        })
+        .collect();
+    panic!(
+        "{} pods were not deleted within a minute: {}",
+        left.len(),
+        left.join("; ")
+    );
 }
 
 fn report(what: &str, mut ms: Vec<f64>) {
@@ -163,6 +181,20 @@ fn report(what: &str, mut ms: Vec<f64>) {
         pct(&ms, 0.99),
         ms.last().copied().unwrap_or(f64::NAN)
     );
+}
+
+/// Busy clock ticks of the whole machine (every CPU, everything but idle
+/// and iowait), from `/proc/stat`.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or("");
+    cpu.split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// utime+stime of a process, in clock ticks.
@@ -210,7 +242,7 @@ fn runtime_vs_runc(dir: &Path, store: &trellis_image::ImageStore, runs: usize) {
     cfg.write_bundle(&bundle).unwrap();
     let shim_dir = dir.join("bench-shim");
     let shim = trellis_runtime::shim::ShimClient::new(&shim_dir);
-    shim.spawn(Path::new(env!("CARGO_BIN_EXE_trellis")), &["shim".into()])
+    shim.spawn(Path::new(env!("CARGO_BIN_EXE_trellis-shim")), &[])
         .unwrap();
     let log = shim_dir.join("bench.log");
     let ours = |i: usize| -> f64 {
@@ -313,7 +345,10 @@ fn main() {
             "10.251.0.0/24",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(match std::env::var_os("AGENT_BENCH_LOG") {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        })
         .spawn()
         .unwrap();
     let mut cfg = trellis_agent::AgentConfig::new("bench-node", &agent_dir);
@@ -346,9 +381,17 @@ fn main() {
 
         let all: Vec<String> = (0..n).map(|i| format!("all-{i}")).collect();
         common::perf_control("enable");
+        let busy = machine_busy_ticks();
         let lat = create_to_running(&client, &all, true).await;
+        let busy = machine_busy_ticks() - busy;
         common::perf_control("disable");
         report(&format!("create -> Running, {n} at once"), lat);
+        // 100 ticks a second (USER_HZ): the CPU time every process spent
+        // (API server, scheduler, agent, shims, container set-up, kernel).
+        println!(
+            "CPU of the whole machine while {n} pods started at once: {:.1} ms per pod",
+            busy as f64 * 10.0 / n as f64
+        );
         delete_all(&client).await;
 
         let twenty: Vec<String> = (0..20).map(|i| format!("idle-{i}")).collect();

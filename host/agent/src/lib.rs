@@ -263,19 +263,7 @@ pub fn reset(cfg: &AgentConfig) -> Result<(), AgentError> {
     }
     for uid in uids {
         let dir = cfg.data_dir.join("pods").join(&uid);
-        let shim = trellis_runtime::shim::ShimClient::new(run.join("pods").join(&uid));
-        if let Ok(states) = shim.state() {
-            for s in states {
-                shim.delete(&s.id).ok();
-            }
-            shim.shutdown().ok();
-        }
-        if let Ok(list) = std::fs::read_dir(dir.join("containers")) {
-            for c in list.flatten() {
-                images.release_rootfs(&c.path()).ok();
-            }
-        }
-        volumes::cleanup_dir(&dir.join("volumes")).ok();
+        pod::release_pod(&images, &dir, &run.join("pods").join(&uid));
         std::fs::remove_dir_all(&dir).ok();
     }
     if trellis_image::is_mount_point(&run).unwrap_or(false) {

@@ -6,6 +6,7 @@
 //! leftovers of pods that are gone.
 
 mod pod_kill;
+pub(crate) use pod_kill::release_pod;
 mod pod_start;
 mod status;
 mod worker;

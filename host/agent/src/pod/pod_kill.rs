@@ -3,10 +3,12 @@
 //! a graceful deletion, as kubelet does), and cleanup of everything the pod
 //! had on the node.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use trellis_image::ImageStore;
 use trellis_runtime::shim::{ShimClient, Status};
 
 use super::worker::Worker;
@@ -125,6 +127,29 @@ pub(crate) fn stop_all(shim: &ShimClient, ids: &[String], grace: Duration) {
     }
 }
 
+/// Delete the containers of the pod whose directories are `dir` (data) and
+/// `run` (runtime state), stop its shim, and release its root filesystems and
+/// volumes. Blocking; the directories stay.
+pub(crate) fn release_pod(images: &ImageStore, dir: &Path, run: &Path) {
+    let shim = ShimClient::new(run);
+    if let Ok(states) = shim.state() {
+        for s in states {
+            shim.delete(&s.id).ok();
+        }
+        shim.shutdown().ok();
+    }
+    if let Ok(entries) = std::fs::read_dir(dir.join("containers")) {
+        for e in entries.flatten() {
+            if let Err(err) = images.release_rootfs(&e.path()) {
+                tracing::warn!(error = %err, "releasing a root filesystem");
+            }
+        }
+    }
+    if let Err(e) = crate::volumes::cleanup_dir(&dir.join("volumes")) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cleaning up volumes");
+    }
+}
+
 /// Kill and remove everything pod `uid` has on the node: containers, shim,
 /// root filesystems, network, volumes, its directory.
 pub(crate) async fn remove_leftover(ctx: Arc<Ctx>, uid: String) {
@@ -133,25 +158,9 @@ pub(crate) async fn remove_leftover(ctx: Arc<Ctx>, uid: String) {
     let images = ctx.images.clone();
     let network = ctx.network.clone();
     tokio::task::spawn_blocking(move || {
-        let shim = ShimClient::new(&run);
-        if let Ok(states) = shim.state() {
-            for s in states {
-                shim.delete(&s.id).ok();
-            }
-            shim.shutdown().ok();
-        }
-        if let Ok(entries) = std::fs::read_dir(dir.join("containers")) {
-            for e in entries.flatten() {
-                if let Err(err) = images.release_rootfs(&e.path()) {
-                    tracing::warn!(error = %err, "releasing a root filesystem");
-                }
-            }
-        }
+        release_pod(&images, &dir, &run);
         if let Err(e) = network.teardown(&uid) {
             tracing::warn!(error = %e, uid, "tearing down the pod network");
-        }
-        if let Err(e) = crate::volumes::cleanup_dir(&dir.join("volumes")) {
-            tracing::warn!(error = %e, uid, "cleaning up volumes");
         }
         // The shim removes its socket as it exits.
         let until = Instant::now() + Duration::from_secs(5);

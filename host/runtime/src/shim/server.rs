@@ -557,6 +557,7 @@ impl Shim {
                 self.reap();
             }
         }
+        release_page_cache(&self.containers[i].cgroup);
         match Container::load(self.root.join(id)) {
             Ok(mut c) => {
                 if let Err(e) = c.delete(true) {
@@ -656,6 +657,24 @@ fn pidfd_open(pid: i32) -> anyhow::Result<OwnedFd> {
     }
     // SAFETY: the kernel returned a new descriptor that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Reclaim the page cache charged to an exited container's memory cgroup
+/// (v1 `memory.force_empty`) before the cgroup is removed. A removed cgroup
+/// whose pages are still cached lingers in the kernel as a dying cgroup until
+/// they are reclaimed: after a few runs of the tests and benchmarks the node
+/// held about 800 memory cgroups for the 3 that existed. Best effort: cgroup
+/// v2 has no such file, and what cannot be reclaimed stays.
+fn release_page_cache(cgroup: &str) {
+    if cgroup.is_empty() {
+        return;
+    }
+    let path = Path::new("/sys/fs/cgroup/memory")
+        .join(cgroup.trim_start_matches('/'))
+        .join("memory.force_empty");
+    if path.exists() {
+        std::fs::write(path, "0").ok();
+    }
 }
 
 /// Whether the kernel's OOM killer killed a process of this cgroup (v1

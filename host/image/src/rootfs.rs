@@ -172,6 +172,8 @@ impl ImageStore {
                 cause,
             })?;
         }
+        add_mount_points(tmp.path())
+            .ctx(|| format!("cannot add mount points to {}", tmp.path().display()))?;
         // The tree must be on disk before its name says it is complete.
         let f =
             fs::File::open(tmp.path()).ctx(|| format!("cannot open {}", tmp.path().display()))?;
@@ -188,6 +190,39 @@ impl ImageStore {
         tracing::info!(image = %image.id, snapshot = %key, layers = diff_ids.len(), "image unpacked");
         Ok(path)
     }
+}
+
+/// The mount points every container gets (`/proc`, `/sys`, `/dev`, and the
+/// `/etc/hosts` and `/etc/resolv.conf` the agent binds), made in the shared
+/// snapshot where the image lacks them, as Docker's init layer does. Else
+/// each container start made them in its own writable layer: five copy-ups
+/// and as many new inodes on the node's disk, per container. Whatever the
+/// image has at those paths (a symlink included) is left as it is; mounts
+/// hide these empty ones either way.
+fn add_mount_points(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let missing =
+        |p: &Path| matches!(fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound);
+    for dir in ["proc", "sys", "dev", "etc"] {
+        let p = root.join(dir);
+        if missing(&p) {
+            fs::DirBuilder::new().mode(0o755).create(&p)?;
+        }
+    }
+    if !root.join("etc").is_dir() || fs::symlink_metadata(root.join("etc"))?.is_symlink() {
+        return Ok(());
+    }
+    for file in ["etc/hosts", "etc/resolv.conf"] {
+        let p = root.join(file);
+        if missing(&p) {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&p)?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses paths the overlay option syntax cannot carry.
@@ -267,6 +302,35 @@ mod tests {
         assert_eq!(unescape(r"/a\040b"), "/a b");
         assert_eq!(unescape(r"/a\134"), "/a\\");
         assert_eq!(unescape(r"/plain"), "/plain");
+    }
+
+    #[test]
+    fn mount_points_are_added_only_where_missing() {
+        let bare = tempfile::tempdir().unwrap();
+        add_mount_points(bare.path()).unwrap();
+        for d in ["proc", "sys", "dev", "etc"] {
+            assert!(bare.path().join(d).is_dir(), "{d}");
+        }
+        for f in ["etc/hosts", "etc/resolv.conf"] {
+            assert_eq!(fs::read(bare.path().join(f)).unwrap(), b"", "{f}");
+        }
+        // The image's own entries stay as they are: a file with content, a
+        // symlinked /etc (whose target is not written through).
+        let own = tempfile::tempdir().unwrap();
+        fs::create_dir(own.path().join("etc")).unwrap();
+        fs::write(own.path().join("etc/hosts"), "127.0.0.1 mine\n").unwrap();
+        add_mount_points(own.path()).unwrap();
+        assert_eq!(
+            fs::read_to_string(own.path().join("etc/hosts")).unwrap(),
+            "127.0.0.1 mine\n"
+        );
+        let linked = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/nonexistent-etc", linked.path().join("etc")).unwrap();
+        add_mount_points(linked.path()).unwrap();
+        assert!(fs::symlink_metadata(linked.path().join("etc"))
+            .unwrap()
+            .is_symlink());
+        assert!(linked.path().join("proc").is_dir());
     }
 
     #[test]

@@ -11,6 +11,13 @@
 //! place, under a per-snapshot flock: concurrent preparations (threads or
 //! processes) unpack once and the others wait and reuse it. One lowerdir per
 //! container keeps the mount options short whatever the number of layers.
+//!
+//! The overlay is mounted with paths relative to `<dir>` (`lowerdir=lower`, a
+//! symlink to the snapshot, `upperdir=upper,workdir=work`), from a thread with
+//! its own working directory. The kernel keeps the options as given and
+//! prints them in every mountinfo line of the mount, and every container
+//! set-up reads mountinfo a dozen times (libcontainer, libcgroups): with 50
+//! overlays, absolute paths made one read cost twice as much.
 
 use std::fs;
 use std::io;
@@ -56,27 +63,16 @@ impl ImageStore {
         for d in [&rootfs, &upper, &work] {
             fs::create_dir_all(d).ctx(|| format!("cannot create {}", d.display()))?;
         }
-        for p in [&lower, &upper, &work] {
-            check_option_path(p)?;
+        let link = dir.join(LOWER_LINK);
+        match fs::read_link(&link) {
+            Ok(target) if target == lower => {}
+            _ => {
+                let _ = fs::remove_file(&link);
+                std::os::unix::fs::symlink(&lower, &link)
+                    .ctx(|| format!("cannot create {}", link.display()))?;
+            }
         }
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
-        let data = std::ffi::CString::new(options).map_err(|_| ImageError::BadPath {
-            path: dir.clone(),
-            reason: "it contains a NUL byte",
-        })?;
-        rustix::mount::mount(
-            "overlay",
-            &rootfs,
-            "overlay",
-            rustix::mount::MountFlags::empty(),
-            data.as_c_str(),
-        )
-        .map_err(|e| ImageError::Mount {
+        mount_relative(&dir).map_err(|e| ImageError::Mount {
             target: rootfs.clone(),
             error: e.into(),
         })?;
@@ -128,6 +124,7 @@ impl ImageStore {
         }
         remove_tree(&dir.join("upper"))?;
         remove_tree(&dir.join("work"))?;
+        let _ = fs::remove_file(dir.join(LOWER_LINK));
         let _ = fs::remove_dir(&dir);
         Ok(())
     }
@@ -225,16 +222,31 @@ fn add_mount_points(root: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Refuses paths the overlay option syntax cannot carry.
-fn check_option_path(p: &Path) -> Result<(), ImageError> {
-    let s = p.as_os_str().as_encoded_bytes();
-    if s.iter().any(|b| matches!(b, b',' | b':' | b'\\' | b'\n')) {
-        return Err(ImageError::BadPath {
-            path: p.to_path_buf(),
-            reason: "overlay mount options cannot carry ',', ':', '\\' or newlines in paths",
-        });
-    }
-    Ok(())
+/// The symlink in a container directory to its snapshot (the lowerdir).
+const LOWER_LINK: &str = "lower";
+
+/// Mount the overlay of container directory `dir` on `dir/rootfs` with
+/// relative options. The working directory is a process-wide setting, so the
+/// mount runs on a short-lived thread that gets its own (`unshare(CLONE_FS)`)
+/// and changes it without touching the caller's threads.
+fn mount_relative(dir: &Path) -> rustix::io::Result<()> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: CLONE_FS unshares only this thread's root, working
+            // directory and umask; no file descriptor table is unshared.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }?;
+            rustix::process::chdir(dir)?;
+            rustix::mount::mount(
+                "overlay",
+                "rootfs",
+                "overlay",
+                rustix::mount::MountFlags::empty(),
+                c"lowerdir=lower,upperdir=upper,workdir=work",
+            )
+        })
+        .join()
+        .unwrap_or(Err(rustix::io::Errno::INTR))
+    })
 }
 
 use trellis_types::mountinfo::{unescape, MountEntry};
@@ -274,12 +286,18 @@ fn is_mountpoint(path: &Path) -> bool {
     is_mount_point(path).unwrap_or(false)
 }
 
-/// The lower directories of every overlay mount in this mount namespace.
+/// The lower directories of every overlay mount in this mount namespace. A
+/// relative one (see [`mount_relative`]) is read through its symlink beside
+/// the mount point.
 pub(crate) fn mounted_lowerdirs() -> Vec<PathBuf> {
     mountinfo()
         .into_iter()
         .filter(|m| m.fs_type == "overlay")
         .flat_map(|m| {
+            let base = Path::new(&m.mount_point)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
             m.super_options
                 .split(',')
                 .filter_map(|o| o.strip_prefix("lowerdir="))
@@ -287,6 +305,13 @@ pub(crate) fn mounted_lowerdirs() -> Vec<PathBuf> {
                     l.split(':')
                         .map(|p| PathBuf::from(unescape(p)))
                         .collect::<Vec<_>>()
+                })
+                .map(|p| {
+                    if p.is_absolute() {
+                        p
+                    } else {
+                        fs::read_link(base.join(&p)).unwrap_or_else(|_| base.join(&p))
+                    }
                 })
                 .collect::<Vec<_>>()
         })

@@ -60,6 +60,25 @@ fn busybox_rootfs_runs_and_keeps_writes_private() {
 
     let r1 = store.prepare_rootfs(&image, &c1).unwrap();
     assert_eq!(r1, c1.canonicalize().unwrap().join("rootfs"));
+    // The overlay's options are relative to the container directory (short
+    // mountinfo lines), its lowerdir a symlink to the snapshot.
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(r1.to_str().unwrap()))
+        .expect("r1 is mounted");
+    assert!(
+        line.ends_with(" - overlay overlay rw,lowerdir=lower,upperdir=upper,workdir=work")
+            || line.contains("rw,lowerdir=lower,upperdir=upper,workdir=work,"),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read_link(c1.join("lower"))
+            .unwrap()
+            .parent()
+            .unwrap(),
+        store.root().join("snapshots")
+    );
     let sh = std::fs::symlink_metadata(r1.join("bin/sh")).unwrap();
     assert!(sh.file_type().is_symlink());
     assert_eq!(

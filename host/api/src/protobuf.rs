@@ -1,9 +1,15 @@
 //! Kubernetes' protobuf request bodies, for the kinds kubectl's `create`
 //! generators send that way (`kubectl create namespace|configmap|secret|
-//! serviceaccount`): client-go sends them as protobuf and never falls back to
-//! JSON. The envelope is `k8s\0` + `runtime.Unknown{typeMeta = 1, raw = 2}`;
-//! `raw` is decoded by a small schema per kind into the same JSON the server
-//! stores. Unset fields arrive as empty strings and are dropped.
+//! serviceaccount|deployment`): client-go sends them as protobuf and never
+//! falls back to JSON. The envelope is `k8s\0` + `runtime.Unknown{typeMeta =
+//! 1, raw = 2}`; `raw` is decoded by a small schema per kind into the same
+//! JSON the server stores. Unset fields arrive as empty strings and are
+//! dropped.
+//!
+//! A Deployment's schema covers what `kubectl create deployment` can send
+//! (name, labels, replicas, selector, containers with image, command, ports,
+//! env and resources, strategy). It is strict: a field it does not know is
+//! refused with 415, naming the field, rather than dropped.
 
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
@@ -15,7 +21,18 @@ use crate::registry::Kind;
 #[derive(Clone, Copy)]
 enum Field {
     Str,
+    /// A pointer `bool`: `false` is kept.
     Bool,
+    /// A plain `bool` (`omitempty`): `false` is dropped.
+    BoolOmit,
+    /// A pointer integer (`int32`/`int64`): zero is kept.
+    Int,
+    /// A plain integer (`omitempty`): zero is dropped.
+    IntOmit,
+    /// `intstr.IntOrString{type = 1, intVal = 2, strVal = 3}`.
+    IntOrStr,
+    /// `map<string, resource.Quantity{string = 1}>`.
+    QuantityMap,
     /// `map<string, string>`.
     StrMap,
     /// `map<string, bytes>`, base64 in JSON.
@@ -41,6 +58,8 @@ const META: &[(u64, &str, Field)] = &[
     (11, "labels", Field::StrMap),
     (12, "annotations", Field::StrMap),
     (14, "finalizers", Field::StrList),
+    // clusterName, which older clients still send empty.
+    (15, "clusterName", Field::Skip),
 ];
 const NAMESPACE: &[(u64, &str, Field)] = &[
     (1, "metadata", Field::Msg(META)),
@@ -71,12 +90,131 @@ const SERVICEACCOUNT: &[(u64, &str, Field)] = &[
     (4, "automountServiceAccountToken", Field::Bool),
 ];
 
-fn schema(kind: &Kind) -> Option<&'static [(u64, &'static str, Field)]> {
+const LABEL_SELECTOR: &[(u64, &str, Field)] = &[
+    (1, "matchLabels", Field::StrMap),
+    (
+        2,
+        "matchExpressions",
+        Field::MsgList(&[
+            (1, "key", Field::Str),
+            (2, "operator", Field::Str),
+            (3, "values", Field::StrList),
+        ]),
+    ),
+];
+const CONTAINER: &[(u64, &str, Field)] = &[
+    (1, "name", Field::Str),
+    (2, "image", Field::Str),
+    (3, "command", Field::StrList),
+    (4, "args", Field::StrList),
+    (5, "workingDir", Field::Str),
+    (
+        6,
+        "ports",
+        Field::MsgList(&[
+            (1, "name", Field::Str),
+            (2, "hostPort", Field::IntOmit),
+            (3, "containerPort", Field::Int),
+            (4, "protocol", Field::Str),
+            (5, "hostIP", Field::Str),
+        ]),
+    ),
+    (
+        7,
+        "env",
+        Field::MsgList(&[(1, "name", Field::Str), (2, "value", Field::Str)]),
+    ),
+    (
+        8,
+        "resources",
+        Field::Msg(&[
+            (1, "limits", Field::QuantityMap),
+            (2, "requests", Field::QuantityMap),
+        ]),
+    ),
+    (13, "terminationMessagePath", Field::Str),
+    (14, "imagePullPolicy", Field::Str),
+    (16, "stdin", Field::BoolOmit),
+    (17, "stdinOnce", Field::BoolOmit),
+    (18, "tty", Field::BoolOmit),
+    (20, "terminationMessagePolicy", Field::Str),
+];
+const POD_SPEC: &[(u64, &str, Field)] = &[
+    (2, "containers", Field::MsgList(CONTAINER)),
+    (3, "restartPolicy", Field::Str),
+    (4, "terminationGracePeriodSeconds", Field::Int),
+    (5, "activeDeadlineSeconds", Field::Int),
+    (6, "dnsPolicy", Field::Str),
+    (7, "nodeSelector", Field::StrMap),
+    (8, "serviceAccountName", Field::Str),
+    (9, "serviceAccount", Field::Str),
+    (10, "nodeName", Field::Str),
+    (11, "hostNetwork", Field::BoolOmit),
+    (12, "hostPID", Field::BoolOmit),
+    (13, "hostIPC", Field::BoolOmit),
+    (16, "hostname", Field::Str),
+    (17, "subdomain", Field::Str),
+    (19, "schedulerName", Field::Str),
+    (20, "initContainers", Field::MsgList(CONTAINER)),
+    (21, "automountServiceAccountToken", Field::Bool),
+    (24, "priorityClassName", Field::Str),
+    (25, "priority", Field::Int),
+    (27, "shareProcessNamespace", Field::Bool),
+    (29, "runtimeClassName", Field::Str),
+    (30, "enableServiceLinks", Field::Bool),
+    (31, "preemptionPolicy", Field::Str),
+    (35, "setHostnameAsFQDN", Field::Bool),
+    (37, "hostUsers", Field::Bool),
+];
+const DEPLOYMENT: &[(u64, &str, Field)] = &[
+    (1, "metadata", Field::Msg(META)),
+    (
+        2,
+        "spec",
+        Field::Msg(&[
+            (1, "replicas", Field::Int),
+            (2, "selector", Field::Msg(LABEL_SELECTOR)),
+            (
+                3,
+                "template",
+                Field::Msg(&[
+                    (1, "metadata", Field::Msg(META)),
+                    (2, "spec", Field::Msg(POD_SPEC)),
+                ]),
+            ),
+            (
+                4,
+                "strategy",
+                Field::Msg(&[
+                    (1, "type", Field::Str),
+                    (
+                        2,
+                        "rollingUpdate",
+                        Field::Msg(&[
+                            (1, "maxUnavailable", Field::IntOrStr),
+                            (2, "maxSurge", Field::IntOrStr),
+                        ]),
+                    ),
+                ]),
+            ),
+            (5, "minReadySeconds", Field::IntOmit),
+            (6, "revisionHistoryLimit", Field::Int),
+            (7, "paused", Field::BoolOmit),
+            (9, "progressDeadlineSeconds", Field::Int),
+        ]),
+    ),
+    (3, "status", Field::Skip),
+];
+
+/// The schema of `kind`'s protobuf body, and whether it is strict (a field
+/// it does not list is refused instead of ignored).
+fn schema(kind: &Kind) -> Option<(&'static [(u64, &'static str, Field)], bool)> {
     match (kind.group, kind.kind) {
-        ("", "Namespace") => Some(NAMESPACE),
-        ("", "ConfigMap") => Some(CONFIGMAP),
-        ("", "Secret") => Some(SECRET),
-        ("", "ServiceAccount") => Some(SERVICEACCOUNT),
+        ("", "Namespace") => Some((NAMESPACE, false)),
+        ("", "ConfigMap") => Some((CONFIGMAP, false)),
+        ("", "Secret") => Some((SECRET, false)),
+        ("", "ServiceAccount") => Some((SERVICEACCOUNT, false)),
+        ("apps", "Deployment") => Some((DEPLOYMENT, true)),
         _ => None,
     }
 }
@@ -154,10 +292,18 @@ fn entry(b: &[u8]) -> Result<(String, &[u8]), ApiError> {
     Ok((k, v))
 }
 
+/// Where a message sits in the object, for errors (`spec.template.spec`).
+struct At<'a> {
+    path: &'a str,
+    kind: &'a Kind,
+    strict: bool,
+}
+
 fn message(
     b: &[u8],
     schema: &[(u64, &str, Field)],
     depth: usize,
+    at: &At,
 ) -> Result<Map<String, Value>, ApiError> {
     if depth > 16 {
         return Err(malformed());
@@ -166,11 +312,57 @@ fn message(
     let mut r = Reader { b, i: 0 };
     while let Some((n, payload, int)) = r.next()? {
         let Some((_, name, field)) = schema.iter().find(|(f, _, _)| *f == n) else {
+            if at.strict {
+                return Err(ApiError::unsupported_media_type(&format!(
+                    "application/vnd.kubernetes.protobuf for {} with protobuf field {n} of {} set, which this server does not decode; send {} as JSON or YAML, e.g. with `kubectl apply -f`",
+                    at.kind.kind,
+                    if at.path.is_empty() { "the object" } else { at.path },
+                    at.kind.plural
+                )));
+            }
             continue;
         };
         let name = name.to_string();
+        let child = |name: &str| {
+            if at.path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{}.{name}", at.path)
+            }
+        };
         match field {
             Field::Skip => {}
+            Field::BoolOmit => {
+                if int != 0 {
+                    out.insert(name, json!(true));
+                }
+            }
+            Field::Int => {
+                out.insert(name, json!(int as i64));
+            }
+            Field::IntOmit => {
+                if int != 0 {
+                    out.insert(name, json!(int as i64));
+                }
+            }
+            Field::IntOrStr => {
+                let (mut ty, mut i, mut s) = (0u64, 0i64, String::new());
+                let mut v = Reader { b: payload, i: 0 };
+                while let Some((m, p, x)) = v.next()? {
+                    match m {
+                        1 => ty = x,
+                        2 => i = x as i64,
+                        3 => s = text(p)?,
+                        _ => {}
+                    }
+                }
+                out.insert(name, if ty == 1 { json!(s) } else { json!(i) });
+            }
+            Field::QuantityMap => {
+                let (k, q) = entry(payload)?;
+                let (_, amount) = entry(q)?;
+                out.entry(name).or_insert_with(|| json!({}))[k] = json!(text(amount)?);
+            }
             Field::Str => {
                 let s = text(payload)?;
                 if !s.is_empty() {
@@ -195,13 +387,17 @@ fn message(
                 }
             }
             Field::Msg(s) => {
-                let m = message(payload, s, depth + 1)?;
+                let path = child(&name);
+                let sub = At { path: &path, ..*at };
+                let m = message(payload, s, depth + 1, &sub)?;
                 if !m.is_empty() {
                     out.insert(name, Value::Object(m));
                 }
             }
             Field::MsgList(s) => {
-                let m = message(payload, s, depth + 1)?;
+                let path = child(&name);
+                let sub = At { path: &path, ..*at };
+                let m = message(payload, s, depth + 1, &sub)?;
                 if let Value::Array(a) = out.entry(name).or_insert_with(|| json!([])) {
                     a.push(Value::Object(m));
                 }
@@ -213,9 +409,9 @@ fn message(
 
 /// Decode a protobuf request body for `kind` into JSON.
 pub fn decode(kind: &Kind, body: &[u8]) -> Result<Value, ApiError> {
-    let Some(schema) = schema(kind) else {
+    let Some((schema, strict)) = schema(kind) else {
         return Err(ApiError::unsupported_media_type(&format!(
-            "application/vnd.kubernetes.protobuf for {} (protobuf bodies are accepted for Namespace, ConfigMap, Secret and ServiceAccount; send {} as JSON or YAML, e.g. with `kubectl apply -f`)",
+            "application/vnd.kubernetes.protobuf for {} (protobuf bodies are accepted for Namespace, ConfigMap, Secret, ServiceAccount and Deployment; send {} as JSON or YAML, e.g. with `kubectl apply -f`)",
             kind.kind, kind.plural
         )));
     };
@@ -236,7 +432,14 @@ pub fn decode(kind: &Kind, body: &[u8]) -> Result<Value, ApiError> {
                     }
                 }
             }
-            2 => object = Some(message(payload, schema, 0)?),
+            2 => {
+                let at = At {
+                    path: "",
+                    kind,
+                    strict,
+                };
+                object = Some(message(payload, schema, 0, &at)?)
+            }
             _ => {}
         }
     }
@@ -264,8 +467,18 @@ pub fn decode(kind: &Kind, body: &[u8]) -> Result<Value, ApiError> {
 mod tests {
     use super::*;
 
+    fn varint(mut x: u64, out: &mut Vec<u8>) {
+        while x >= 0x80 {
+            out.push((x as u8 & 0x7f) | 0x80);
+            x >>= 7;
+        }
+        out.push(x as u8);
+    }
+
     fn field(n: u64, payload: &[u8]) -> Vec<u8> {
-        let mut v = vec![(n << 3 | 2) as u8, payload.len() as u8];
+        let mut v = Vec::new();
+        varint(n << 3 | 2, &mut v);
+        varint(payload.len() as u64, &mut v);
         v.extend_from_slice(payload);
         v
     }
@@ -304,9 +517,88 @@ mod tests {
         let cm = crate::registry::by_kind("", "ConfigMap").unwrap();
         assert_eq!(decode(cm, b"nope").unwrap_err().code, 400);
         assert_eq!(decode(cm, b"k8s\0\x12\xff").unwrap_err().code, 400);
-        let d = crate::registry::by_kind("apps", "Deployment").unwrap();
+        let d = crate::registry::by_kind("apps", "StatefulSet").unwrap();
         let e = decode(d, b"k8s\0").unwrap_err();
         assert_eq!(e.code, 415);
         assert!(e.message.contains("kubectl apply -f"), "{}", e.message);
+    }
+
+    fn varint_field(n: u64, x: u64) -> Vec<u8> {
+        let mut v = Vec::new();
+        varint(n << 3, &mut v);
+        varint(x, &mut v);
+        v
+    }
+
+    fn deployment(pod_spec: &[u8]) -> Vec<u8> {
+        let container = [
+            field(1, b"web"),
+            field(2, b"busybox"),
+            field(3, b"sleep"),
+            field(3, b"60"),
+            field(6, &varint_field(3, 80)),
+            field(8, b""),
+            field(13, b""),
+            varint_field(16, 0),
+        ]
+        .concat();
+        let labels = field(11, &[field(1, b"app"), field(2, b"web")].concat());
+        let spec = [
+            varint_field(1, 2),
+            field(2, &field(1, &[field(1, b"app"), field(2, b"web")].concat())),
+            field(
+                3,
+                &[
+                    field(1, &labels),
+                    field(2, &[field(2, &container), pod_spec.to_vec()].concat()),
+                ]
+                .concat(),
+            ),
+            field(4, b""),
+            varint_field(5, 0),
+            varint_field(7, 0),
+        ]
+        .concat();
+        let object = [
+            field(1, &[field(1, b"web"), labels.clone()].concat()),
+            field(2, &spec),
+            field(3, b""),
+        ]
+        .concat();
+        let unknown = [
+            field(1, &[field(1, b"apps/v1"), field(2, b"Deployment")].concat()),
+            field(2, &object),
+        ]
+        .concat();
+        [b"k8s\0".to_vec(), unknown].concat()
+    }
+
+    #[test]
+    fn decodes_a_deployment_as_kubectl_create_sends_it() {
+        let d = crate::registry::by_kind("apps", "Deployment").unwrap();
+        let v = decode(d, &deployment(&field(3, b"Always"))).unwrap();
+        assert_eq!(
+            v,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "labels": {"app": "web"}},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"metadata": {"labels": {"app": "web"}},
+                        "spec": {"containers": [{"name": "web", "image": "busybox",
+                            "command": ["sleep", "60"], "ports": [{"containerPort": 80}]}],
+                            "restartPolicy": "Always"}}}})
+        );
+    }
+
+    #[test]
+    fn a_deployment_field_the_schema_lacks_is_refused_not_dropped() {
+        // PodSpec field 1: volumes.
+        let d = crate::registry::by_kind("apps", "Deployment").unwrap();
+        let e = decode(d, &deployment(&field(1, &field(1, b"data")))).unwrap_err();
+        assert_eq!(e.code, 415);
+        assert!(
+            e.message.contains("protobuf field 1 of spec.template.spec"),
+            "{}",
+            e.message
+        );
     }
 }

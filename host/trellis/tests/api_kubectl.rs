@@ -288,8 +288,60 @@ common::on_both_stores!(
     delete_by_name_label_and_all,
     deleting_a_namespace_deletes_its_content,
     api_resources_and_explain,
-    watch_prints_changes
+    watch_prints_changes,
+    create_deployment_sends_protobuf_and_gets_upstreams_object
 );
+
+/// `kubectl create deployment` sends its object as protobuf (client-go never
+/// falls back to JSON): the server decodes it into the object upstream
+/// stores, defaults included.
+fn create_deployment_sends_protobuf_and_gets_upstreams_object(c: Cluster) {
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=2",
+        "--port=8080",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let d: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "deployment", "web", "-o", "json"])).unwrap();
+    assert_eq!(d["metadata"]["labels"]["app"], "web", "{d}");
+    assert_eq!(d["spec"]["replicas"], 2, "{d}");
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web", "{d}");
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate", "{d}");
+    let t = &d["spec"]["template"];
+    assert_eq!(t["metadata"]["labels"]["app"], "web", "{d}");
+    let c0 = &t["spec"]["containers"][0];
+    assert_eq!(c0["name"], "busybox", "{d}");
+    assert_eq!(c0["image"], "busybox", "{d}");
+    assert_eq!(c0["command"], serde_json::json!(["sleep", "3600"]), "{d}");
+    assert_eq!(
+        c0["ports"],
+        serde_json::json!([{"containerPort": 8080, "protocol": "TCP"}]),
+        "{d}"
+    );
+    assert_eq!(t["spec"]["restartPolicy"], "Always", "{d}");
+    // Several images: one container each, named after the image.
+    c.ok(&[
+        "create",
+        "deployment",
+        "two",
+        "--image=busybox",
+        "--image=nginx",
+    ]);
+    let names = c.ok(&[
+        "get",
+        "deployment",
+        "two",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[*].name}",
+    ]);
+    assert_eq!(names.trim(), "busybox nginx");
+}
 
 /// (resource for kubectl, name, namespace or "") of every object in
 /// examples/manifests/every-kind.yaml.

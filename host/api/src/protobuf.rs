@@ -1,6 +1,6 @@
 //! Kubernetes' protobuf request bodies, for the kinds kubectl's `create`
 //! generators send that way (`kubectl create namespace|configmap|secret|
-//! serviceaccount|deployment`): client-go sends them as protobuf and never
+//! serviceaccount|service|deployment`): client-go sends them as protobuf and never
 //! falls back to JSON. The envelope is `k8s\0` + `runtime.Unknown{typeMeta =
 //! 1, raw = 2}`; `raw` is decoded by a small schema per kind into the same
 //! JSON the server stores. Unset fields arrive as empty strings and are
@@ -8,8 +8,9 @@
 //!
 //! A Deployment's schema covers what `kubectl create deployment` can send
 //! (name, labels, replicas, selector, containers with image, command, ports,
-//! env and resources, strategy). It is strict: a field it does not know is
-//! refused with 415, naming the field, rather than dropped.
+//! env and resources, strategy), a Service's every spec field but
+//! `sessionAffinityConfig`. Both are strict: a field the schema does not know
+//! is refused with 415, naming the field, rather than dropped.
 
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
@@ -206,6 +207,46 @@ const DEPLOYMENT: &[(u64, &str, Field)] = &[
     (3, "status", Field::Skip),
 ];
 
+const SERVICE: &[(u64, &str, Field)] = &[
+    (1, "metadata", Field::Msg(META)),
+    (
+        2,
+        "spec",
+        Field::Msg(&[
+            (
+                1,
+                "ports",
+                Field::MsgList(&[
+                    (1, "name", Field::Str),
+                    (2, "protocol", Field::Str),
+                    (3, "port", Field::Int),
+                    (4, "targetPort", Field::IntOrStr),
+                    (5, "nodePort", Field::IntOmit),
+                    (6, "appProtocol", Field::Str),
+                ]),
+            ),
+            (2, "selector", Field::StrMap),
+            (3, "clusterIP", Field::Str),
+            (4, "type", Field::Str),
+            (5, "externalIPs", Field::StrList),
+            (7, "sessionAffinity", Field::Str),
+            (8, "loadBalancerIP", Field::Str),
+            (9, "loadBalancerSourceRanges", Field::StrList),
+            (10, "externalName", Field::Str),
+            (11, "externalTrafficPolicy", Field::Str),
+            (12, "healthCheckNodePort", Field::IntOmit),
+            (13, "publishNotReadyAddresses", Field::BoolOmit),
+            (17, "ipFamilyPolicy", Field::Str),
+            (18, "clusterIPs", Field::StrList),
+            (19, "ipFamilies", Field::StrList),
+            (20, "allocateLoadBalancerNodePorts", Field::Bool),
+            (21, "loadBalancerClass", Field::Str),
+            (22, "internalTrafficPolicy", Field::Str),
+        ]),
+    ),
+    (3, "status", Field::Skip),
+];
+
 /// The schema of `kind`'s protobuf body, and whether it is strict (a field
 /// it does not list is refused instead of ignored).
 fn schema(kind: &Kind) -> Option<(&'static [(u64, &'static str, Field)], bool)> {
@@ -215,6 +256,7 @@ fn schema(kind: &Kind) -> Option<(&'static [(u64, &'static str, Field)], bool)> 
         ("", "Secret") => Some((SECRET, false)),
         ("", "ServiceAccount") => Some((SERVICEACCOUNT, false)),
         ("apps", "Deployment") => Some((DEPLOYMENT, true)),
+        ("", "Service") => Some((SERVICE, true)),
         _ => None,
     }
 }
@@ -411,7 +453,7 @@ fn message(
 pub fn decode(kind: &Kind, body: &[u8]) -> Result<Value, ApiError> {
     let Some((schema, strict)) = schema(kind) else {
         return Err(ApiError::unsupported_media_type(&format!(
-            "application/vnd.kubernetes.protobuf for {} (protobuf bodies are accepted for Namespace, ConfigMap, Secret, ServiceAccount and Deployment; send {} as JSON or YAML, e.g. with `kubectl apply -f`)",
+            "application/vnd.kubernetes.protobuf for {} (protobuf bodies are accepted for Namespace, ConfigMap, Secret, ServiceAccount, Service and Deployment; send {} as JSON or YAML, e.g. with `kubectl apply -f`)",
             kind.kind, kind.plural
         )));
     };

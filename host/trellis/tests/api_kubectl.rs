@@ -289,8 +289,59 @@ common::on_both_stores!(
     deleting_a_namespace_deletes_its_content,
     api_resources_and_explain,
     watch_prints_changes,
-    create_deployment_sends_protobuf_and_gets_upstreams_object
+    create_deployment_sends_protobuf_and_gets_upstreams_object,
+    create_service_and_expose_send_protobuf
 );
+
+/// `kubectl create service` and `kubectl expose` send the Service as
+/// protobuf too.
+fn create_service_and_expose_send_protobuf(c: Cluster) {
+    let spec = |name: &str| -> serde_json::Value {
+        let svc: serde_json::Value =
+            serde_json::from_str(&c.ok(&["get", "service", name, "-o", "json"])).unwrap();
+        svc["spec"].clone()
+    };
+    c.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    let s = spec("web");
+    assert_eq!(s["type"], "ClusterIP", "{s}");
+    assert_eq!(s["selector"]["app"], "web", "{s}");
+    assert_eq!(
+        s["ports"],
+        serde_json::json!([{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}]),
+        "{s}"
+    );
+    c.ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "np",
+        "--tcp=8080:http",
+        "--node-port=30080",
+    ]);
+    let s = spec("np");
+    assert_eq!(s["type"], "NodePort", "{s}");
+    assert_eq!(s["ports"][0]["targetPort"], "http", "{s}");
+    assert_eq!(s["ports"][0]["nodePort"], 30080, "{s}");
+    c.ok(&[
+        "create",
+        "service",
+        "externalname",
+        "ext",
+        "--external-name=example.com",
+    ]);
+    assert_eq!(spec("ext")["externalName"], "example.com");
+    c.ok(&["create", "deployment", "app", "--image=busybox"]);
+    c.ok(&[
+        "expose",
+        "deployment",
+        "app",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    let s = spec("app");
+    assert_eq!(s["selector"]["app"], "app", "{s}");
+    assert_eq!(s["ports"][0]["targetPort"], 8080, "{s}");
+}
 
 /// `kubectl create deployment` sends its object as protobuf (client-go never
 /// falls back to JSON): the server decodes it into the object upstream

@@ -1,6 +1,6 @@
 //! Kubernetes' protobuf request bodies, for the kinds kubectl's `create`
 //! generators send that way (`kubectl create namespace|configmap|secret|
-//! serviceaccount|service|deployment`): client-go sends them as protobuf and never
+//! serviceaccount|service|deployment|job|cronjob`): client-go sends them as protobuf and never
 //! falls back to JSON. The envelope is `k8s\0` + `runtime.Unknown{typeMeta =
 //! 1, raw = 2}`; `raw` is decoded by a small schema per kind into the same
 //! JSON the server stores. Unset fields arrive as empty strings and are
@@ -8,8 +8,9 @@
 //!
 //! A Deployment's schema covers what `kubectl create deployment` can send
 //! (name, labels, replicas, selector, containers with image, command, ports,
-//! env and resources, strategy), a Service's every spec field but
-//! `sessionAffinityConfig`. Both are strict: a field the schema does not know
+//! env and resources, strategy), and so do Job's and CronJob's (`kubectl
+//! create job|cronjob`); a Service's covers every spec field but
+//! `sessionAffinityConfig`. These are strict: a field the schema does not know
 //! is refused with 415, naming the field, rather than dropped.
 
 use base64::Engine as _;
@@ -58,6 +59,18 @@ const META: &[(u64, &str, Field)] = &[
     (10, "deletionGracePeriodSeconds", Field::Skip),
     (11, "labels", Field::StrMap),
     (12, "annotations", Field::StrMap),
+    (
+        13,
+        "ownerReferences",
+        Field::MsgList(&[
+            (5, "apiVersion", Field::Str),
+            (1, "kind", Field::Str),
+            (3, "name", Field::Str),
+            (4, "uid", Field::Str),
+            (6, "controller", Field::Bool),
+            (7, "blockOwnerDeletion", Field::Bool),
+        ]),
+    ),
     (14, "finalizers", Field::StrList),
     // clusterName, which older clients still send empty.
     (15, "clusterName", Field::Skip),
@@ -153,6 +166,9 @@ const POD_SPEC: &[(u64, &str, Field)] = &[
     (11, "hostNetwork", Field::BoolOmit),
     (12, "hostPID", Field::BoolOmit),
     (13, "hostIPC", Field::BoolOmit),
+    // The server's default is an empty one, which a copied template (`kubectl
+    // create job --from=cronjob/…`) sends back; a field inside is refused.
+    (14, "securityContext", Field::Msg(&[])),
     (16, "hostname", Field::Str),
     (17, "subdomain", Field::Str),
     (19, "schedulerName", Field::Str),
@@ -247,6 +263,56 @@ const SERVICE: &[(u64, &str, Field)] = &[
     (3, "status", Field::Skip),
 ];
 
+const JOB_SPEC: &[(u64, &str, Field)] = &[
+    (1, "parallelism", Field::Int),
+    (2, "completions", Field::Int),
+    (3, "activeDeadlineSeconds", Field::Int),
+    (4, "selector", Field::Msg(LABEL_SELECTOR)),
+    (5, "manualSelector", Field::Bool),
+    (
+        6,
+        "template",
+        Field::Msg(&[
+            (1, "metadata", Field::Msg(META)),
+            (2, "spec", Field::Msg(POD_SPEC)),
+        ]),
+    ),
+    (7, "backoffLimit", Field::Int),
+    (8, "ttlSecondsAfterFinished", Field::Int),
+    (9, "completionMode", Field::Str),
+    (10, "suspend", Field::Bool),
+];
+const JOB: &[(u64, &str, Field)] = &[
+    (1, "metadata", Field::Msg(META)),
+    (2, "spec", Field::Msg(JOB_SPEC)),
+    (3, "status", Field::Skip),
+];
+const CRONJOB: &[(u64, &str, Field)] = &[
+    (1, "metadata", Field::Msg(META)),
+    (
+        2,
+        "spec",
+        Field::Msg(&[
+            (1, "schedule", Field::Str),
+            (2, "startingDeadlineSeconds", Field::Int),
+            (3, "concurrencyPolicy", Field::Str),
+            (4, "suspend", Field::Bool),
+            (
+                5,
+                "jobTemplate",
+                Field::Msg(&[
+                    (1, "metadata", Field::Msg(META)),
+                    (2, "spec", Field::Msg(JOB_SPEC)),
+                ]),
+            ),
+            (6, "successfulJobsHistoryLimit", Field::Int),
+            (7, "failedJobsHistoryLimit", Field::Int),
+            (8, "timeZone", Field::Str),
+        ]),
+    ),
+    (3, "status", Field::Skip),
+];
+
 /// The schema of `kind`'s protobuf body, and whether it is strict (a field
 /// it does not list is refused instead of ignored).
 fn schema(kind: &Kind) -> Option<(&'static [(u64, &'static str, Field)], bool)> {
@@ -257,6 +323,8 @@ fn schema(kind: &Kind) -> Option<(&'static [(u64, &'static str, Field)], bool)> 
         ("", "ServiceAccount") => Some((SERVICEACCOUNT, false)),
         ("apps", "Deployment") => Some((DEPLOYMENT, true)),
         ("", "Service") => Some((SERVICE, true)),
+        ("batch", "Job") => Some((JOB, true)),
+        ("batch", "CronJob") => Some((CRONJOB, true)),
         _ => None,
     }
 }
@@ -453,7 +521,7 @@ fn message(
 pub fn decode(kind: &Kind, body: &[u8]) -> Result<Value, ApiError> {
     let Some((schema, strict)) = schema(kind) else {
         return Err(ApiError::unsupported_media_type(&format!(
-            "application/vnd.kubernetes.protobuf for {} (protobuf bodies are accepted for Namespace, ConfigMap, Secret, ServiceAccount, Service and Deployment; send {} as JSON or YAML, e.g. with `kubectl apply -f`)",
+            "application/vnd.kubernetes.protobuf for {} (protobuf bodies are accepted for Namespace, ConfigMap, Secret, ServiceAccount, Service, Deployment, Job and CronJob; send {} as JSON or YAML, e.g. with `kubectl apply -f`)",
             kind.kind, kind.plural
         )));
     };

@@ -290,8 +290,58 @@ common::on_both_stores!(
     api_resources_and_explain,
     watch_prints_changes,
     create_deployment_sends_protobuf_and_gets_upstreams_object,
-    create_service_and_expose_send_protobuf
+    create_service_and_expose_send_protobuf,
+    create_job_and_cronjob_send_protobuf
 );
+
+/// `kubectl create job|cronjob` send protobuf too; `--from=cronjob/NAME`
+/// adds an owner reference.
+fn create_job_and_cronjob_send_protobuf(c: Cluster) {
+    let get = |kind: &str, name: &str| -> serde_json::Value {
+        serde_json::from_str(&c.ok(&["get", kind, name, "-o", "json"])).unwrap()
+    };
+    c.ok(&[
+        "create",
+        "job",
+        "once",
+        "--image=busybox",
+        "--",
+        "echo",
+        "hi",
+    ]);
+    let j = get("job", "once");
+    let pod = &j["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never", "{j}");
+    assert_eq!(
+        pod["containers"][0]["command"],
+        serde_json::json!(["echo", "hi"]),
+        "{j}"
+    );
+    c.ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox",
+        "--schedule=*/5 * * * *",
+        "--",
+        "echo",
+        "tick",
+    ]);
+    let cj = get("cronjob", "tick");
+    assert_eq!(cj["spec"]["schedule"], "*/5 * * * *", "{cj}");
+    assert_eq!(
+        cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"], "OnFailure",
+        "{cj}"
+    );
+    c.ok(&["create", "job", "manual", "--from=cronjob/tick"]);
+    let m = get("job", "manual");
+    let owner = &m["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "CronJob", "{m}");
+    assert_eq!(owner["name"], "tick", "{m}");
+    assert_eq!(owner["uid"], cj["metadata"]["uid"], "{m}");
+    assert_eq!(owner["apiVersion"], "batch/v1", "{m}");
+    assert_eq!(owner["controller"], true, "{m}");
+}
 
 /// `kubectl create service` and `kubectl expose` send the Service as
 /// protobuf too.

@@ -183,6 +183,10 @@ const POD_SPEC: &[(u64, &str, Field)] = &[
     (35, "setHostnameAsFQDN", Field::Bool),
     (37, "hostUsers", Field::Bool),
 ];
+const POD_TEMPLATE: &[(u64, &str, Field)] = &[
+    (1, "metadata", Field::Msg(META)),
+    (2, "spec", Field::Msg(POD_SPEC)),
+];
 const DEPLOYMENT: &[(u64, &str, Field)] = &[
     (1, "metadata", Field::Msg(META)),
     (
@@ -191,14 +195,7 @@ const DEPLOYMENT: &[(u64, &str, Field)] = &[
         Field::Msg(&[
             (1, "replicas", Field::Int),
             (2, "selector", Field::Msg(LABEL_SELECTOR)),
-            (
-                3,
-                "template",
-                Field::Msg(&[
-                    (1, "metadata", Field::Msg(META)),
-                    (2, "spec", Field::Msg(POD_SPEC)),
-                ]),
-            ),
+            (3, "template", Field::Msg(POD_TEMPLATE)),
             (
                 4,
                 "strategy",
@@ -269,14 +266,7 @@ const JOB_SPEC: &[(u64, &str, Field)] = &[
     (3, "activeDeadlineSeconds", Field::Int),
     (4, "selector", Field::Msg(LABEL_SELECTOR)),
     (5, "manualSelector", Field::Bool),
-    (
-        6,
-        "template",
-        Field::Msg(&[
-            (1, "metadata", Field::Msg(META)),
-            (2, "spec", Field::Msg(POD_SPEC)),
-        ]),
-    ),
+    (6, "template", Field::Msg(POD_TEMPLATE)),
     (7, "backoffLimit", Field::Int),
     (8, "ttlSecondsAfterFinished", Field::Int),
     (9, "completionMode", Field::Str),

@@ -146,7 +146,7 @@ impl Agent {
         cfg: AgentConfig,
         plugins: PluginSource,
     ) -> Result<Self, AgentError> {
-        std::fs::create_dir_all(cfg.data_dir.join("pods"))
+        std::fs::create_dir_all(pods_dir(&cfg.data_dir))
             .map_err(|e| AgentError::Other(format!("{}: {e}", cfg.data_dir.display())))?;
         mount_run_dir(&run_dir(&cfg.data_dir))?;
         let images = trellis_image::ImageStore::open(&cfg.data_dir.join("images"))?;
@@ -231,6 +231,16 @@ pub(crate) fn run_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("run")
 }
 
+/// Where each pod has its directory (`pods/<uid>`).
+pub(crate) fn pods_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("pods")
+}
+
+/// Where each pod has its runtime-state directory (`run/pods/<uid>`).
+pub(crate) fn run_pods_dir(data_dir: &Path) -> PathBuf {
+    run_dir(data_dir).join("pods")
+}
+
 /// Mount the runtime-state tmpfs on `dir` unless it is mounted (an agent
 /// restarting finds its shims there). Where mounting is not allowed (no
 /// root), the directory is used as it is.
@@ -256,14 +266,15 @@ pub fn reset(cfg: &AgentConfig) -> Result<(), AgentError> {
     let images = trellis_image::ImageStore::open(&cfg.data_dir.join("images"))?;
     let run = run_dir(&cfg.data_dir);
     let mut uids = std::collections::BTreeSet::new();
-    for parent in [cfg.data_dir.join("pods"), run.join("pods")] {
+    let (pods, run_pods) = (pods_dir(&cfg.data_dir), run_pods_dir(&cfg.data_dir));
+    for parent in [&pods, &run_pods] {
         if let Ok(entries) = std::fs::read_dir(parent) {
             uids.extend(entries.flatten().map(|e| e.file_name()));
         }
     }
     for uid in uids {
-        let dir = cfg.data_dir.join("pods").join(&uid);
-        pod::release_pod(&images, &dir, &run.join("pods").join(&uid));
+        let dir = pods.join(&uid);
+        pod::release_pod(&images, &dir, &run_pods.join(&uid));
         std::fs::remove_dir_all(&dir).ok();
     }
     if trellis_image::is_mount_point(&run).unwrap_or(false) {

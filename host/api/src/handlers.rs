@@ -663,30 +663,31 @@ impl State {
         options: &Value,
         q: &Query,
     ) -> Result<Outcome, ApiError> {
-        let conditional = !options["preconditions"]["resourceVersion"].is_null();
-        let mut attempts = 0;
-        loop {
-            match self.delete_once(t, options, q).await {
-                Err(e)
-                    if e.reason == "Conflict"
-                        && !conditional
-                        && !e.message.starts_with("Precondition failed")
-                        && attempts < 16 =>
-                {
-                    attempts += 1;
-                }
-                result => return result,
+        // More tries than a patch gets: a kubelet may write a pod's status
+        // several times while it is being deleted.
+        for _ in 0..16 {
+            if let Some(out) = self.delete_once(t, options, q).await? {
+                return Ok(out);
             }
         }
+        Err(ApiError::conflict(t.kind, &t.name))
     }
 
+    /// One read and delete; `None` when the store refused the write because
+    /// the object changed since the read and no resourceVersion precondition
+    /// pinned it (read again).
     async fn delete_once(
         &self,
         t: &Target,
         options: &Value,
         q: &Query,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<Option<Outcome>, ApiError> {
         let kind = t.kind;
+        let pinned = !options["preconditions"]["resourceVersion"].is_null();
+        let changed = |r: Result<Value, ApiError>| match r {
+            Err(e) if e.reason == "Conflict" && !pinned => Ok(None),
+            r => r.map(Some),
+        };
         let old = self.objects.get(kind, &t.namespace, &t.name).await?;
         if let Some(uid) = options["preconditions"]["uid"].as_str() {
             if old["metadata"]["uid"] != uid {
@@ -721,7 +722,7 @@ impl State {
                 .as_array()
                 .is_some_and(|d| d.iter().any(|x| x == "All"))
         {
-            return Ok(Outcome::ok(old));
+            return Ok(Some(Outcome::ok(old)));
         }
 
         let mut new = old.clone();
@@ -760,8 +761,8 @@ impl State {
             let gone = self
                 .objects
                 .remove(kind, &t.namespace, &t.name, Some(expected))
-                .await?;
-            return Ok(Outcome::ok(gone));
+                .await;
+            return Ok(changed(gone)?.map(Outcome::ok));
         }
         if !old["metadata"]["deletionTimestamp"].is_null() {
             // Already being deleted: a shorter grace period may end it now.
@@ -769,14 +770,14 @@ impl State {
                 let gone = self
                     .objects
                     .remove(kind, &t.namespace, &t.name, Some(expected))
-                    .await?;
-                return Ok(Outcome::ok(gone));
+                    .await;
+                return Ok(changed(gone)?.map(Outcome::ok));
             }
-            return Ok(Outcome {
+            return Ok(Some(Outcome {
                 body: old,
                 code: 202,
                 warnings: vec![],
-            });
+            }));
         }
         let m = meta_mut(&mut new);
         m.insert(
@@ -793,15 +794,18 @@ impl State {
         let stored = self
             .objects
             .replace(kind, &t.namespace, &t.name, new, expected)
-            .await?;
+            .await;
+        let Some(stored) = changed(stored)? else {
+            return Ok(None);
+        };
         if namespace && self.config.namespace_cleanup {
             self.spawn_namespace_cleanup(t.name.clone());
         }
-        Ok(Outcome {
+        Ok(Some(Outcome {
             body: stored,
             code: if namespace { 200 } else { 202 },
             warnings: vec![],
-        })
+        }))
     }
 
     /// DELETE a collection (with selectors).

@@ -89,14 +89,6 @@ pub enum ImageError {
         /// The mount point.
         target: PathBuf,
     },
-    /// A path the overlay mount options cannot express.
-    #[error("cannot use {} for an overlay mount: {reason}", path.display())]
-    BadPath {
-        /// The path.
-        path: PathBuf,
-        /// Why.
-        reason: &'static str,
-    },
 }
 
 impl ImageError {

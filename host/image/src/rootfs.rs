@@ -51,7 +51,7 @@ impl ImageStore {
             .canonicalize()
             .ctx(|| format!("cannot resolve {}", dir.display()))?;
         let rootfs = dir.join("rootfs");
-        if is_mountpoint(&rootfs) {
+        if is_mount_point(&rootfs).unwrap_or(false) {
             return Ok(rootfs);
         }
         // Shared: garbage collection waits until the snapshot is mounted,
@@ -97,7 +97,7 @@ impl ImageStore {
         };
         let rootfs = dir.join("rootfs");
         // Mounted twice (a racing prepare) unmounts twice.
-        while is_mountpoint(&rootfs) {
+        while is_mount_point(&rootfs).unwrap_or(false) {
             match rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::empty()) {
                 Ok(()) => {}
                 Err(rustix::io::Errno::BUSY) => return Err(ImageError::Busy { target: rootfs }),
@@ -206,7 +206,8 @@ fn add_mount_points(root: &Path) -> io::Result<()> {
             fs::DirBuilder::new().mode(0o755).create(&p)?;
         }
     }
-    if !root.join("etc").is_dir() || fs::symlink_metadata(root.join("etc"))?.is_symlink() {
+    // Not through a symlinked /etc (whose target is outside the snapshot).
+    if !fs::symlink_metadata(root.join("etc"))?.is_dir() {
         return Ok(());
     }
     for file in ["etc/hosts", "etc/resolv.conf"] {
@@ -282,10 +283,6 @@ pub fn is_mount_point(path: &Path) -> io::Result<bool> {
     }
 }
 
-fn is_mountpoint(path: &Path) -> bool {
-    is_mount_point(path).unwrap_or(false)
-}
-
 /// The lower directories of every overlay mount in this mount namespace. A
 /// relative one (see [`mount_relative`]) is read through its symlink beside
 /// the mount point.
@@ -308,10 +305,10 @@ pub(crate) fn mounted_lowerdirs() -> Vec<PathBuf> {
                 })
                 .map(|p| {
                     if p.is_absolute() {
-                        p
-                    } else {
-                        fs::read_link(base.join(&p)).unwrap_or_else(|_| base.join(&p))
+                        return p;
                     }
+                    let link = base.join(p);
+                    fs::read_link(&link).unwrap_or(link)
                 })
                 .collect::<Vec<_>>()
         })
@@ -360,7 +357,7 @@ mod tests {
 
     #[test]
     fn root_is_a_mountpoint() {
-        assert!(is_mountpoint(Path::new("/")));
+        assert!(is_mount_point(Path::new("/")).unwrap());
         assert!(is_mount_point(Path::new("/proc")).unwrap());
         assert!(!is_mount_point(Path::new("/proc/self")).unwrap());
         assert!(!is_mount_point(Path::new("/no/such/path")).unwrap());

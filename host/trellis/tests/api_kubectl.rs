@@ -53,8 +53,7 @@ fn apply_creates_then_configures(c: Cluster) {
             .replace("nginx:1.25", "nginx:1.26"),
     );
     assert!(out.contains("deployment.apps/web unchanged"), "{out}");
-    let d: serde_json::Value =
-        serde_json::from_str(&c.ok(&["get", "deployment", "web", "-o", "json"])).unwrap();
+    let d = c.object("deployment", "web");
     assert_eq!(d["spec"]["replicas"], 3);
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"][0]["image"],
@@ -134,8 +133,7 @@ fn patch_label_annotate_scale(c: Cluster) {
     ]);
     c.ok(&["label", "deployment", "web", "team=blue"]);
     c.ok(&["annotate", "deployment", "web", "owner=alice"]);
-    let d: serde_json::Value =
-        serde_json::from_str(&c.ok(&["get", "deployment", "web", "-o", "json"])).unwrap();
+    let d = c.object("deployment", "web");
     let containers = d["spec"]["template"]["spec"]["containers"]
         .as_array()
         .unwrap();
@@ -297,9 +295,6 @@ common::on_both_stores!(
 /// `kubectl create job|cronjob` send protobuf too; `--from=cronjob/NAME`
 /// adds an owner reference.
 fn create_job_and_cronjob_send_protobuf(c: Cluster) {
-    let get = |kind: &str, name: &str| -> serde_json::Value {
-        serde_json::from_str(&c.ok(&["get", kind, name, "-o", "json"])).unwrap()
-    };
     c.ok(&[
         "create",
         "job",
@@ -309,7 +304,7 @@ fn create_job_and_cronjob_send_protobuf(c: Cluster) {
         "echo",
         "hi",
     ]);
-    let j = get("job", "once");
+    let j = c.object("job", "once");
     let pod = &j["spec"]["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never", "{j}");
     assert_eq!(
@@ -327,14 +322,14 @@ fn create_job_and_cronjob_send_protobuf(c: Cluster) {
         "echo",
         "tick",
     ]);
-    let cj = get("cronjob", "tick");
+    let cj = c.object("cronjob", "tick");
     assert_eq!(cj["spec"]["schedule"], "*/5 * * * *", "{cj}");
     assert_eq!(
         cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"], "OnFailure",
         "{cj}"
     );
     c.ok(&["create", "job", "manual", "--from=cronjob/tick"]);
-    let m = get("job", "manual");
+    let m = c.object("job", "manual");
     let owner = &m["metadata"]["ownerReferences"][0];
     assert_eq!(owner["kind"], "CronJob", "{m}");
     assert_eq!(owner["name"], "tick", "{m}");
@@ -346,11 +341,7 @@ fn create_job_and_cronjob_send_protobuf(c: Cluster) {
 /// `kubectl create service` and `kubectl expose` send the Service as
 /// protobuf too.
 fn create_service_and_expose_send_protobuf(c: Cluster) {
-    let spec = |name: &str| -> serde_json::Value {
-        let svc: serde_json::Value =
-            serde_json::from_str(&c.ok(&["get", "service", name, "-o", "json"])).unwrap();
-        svc["spec"].clone()
-    };
+    let spec = |name: &str| c.object("service", name)["spec"].clone();
     c.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
     let s = spec("web");
     assert_eq!(s["type"], "ClusterIP", "{s}");
@@ -408,8 +399,7 @@ fn create_deployment_sends_protobuf_and_gets_upstreams_object(c: Cluster) {
         "sleep",
         "3600",
     ]);
-    let d: serde_json::Value =
-        serde_json::from_str(&c.ok(&["get", "deployment", "web", "-o", "json"])).unwrap();
+    let d = c.object("deployment", "web");
     assert_eq!(d["metadata"]["labels"]["app"], "web", "{d}");
     assert_eq!(d["spec"]["replicas"], 2, "{d}");
     assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web", "{d}");

@@ -150,13 +150,14 @@ impl Ctx {
         Value::Array(list.iter().map(crate::node_image).collect())
     }
 
+    /// The pod's directory: what outlives its containers.
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
-        self.cfg.data_dir.join("pods").join(uid)
+        crate::pods_dir(&self.cfg.data_dir).join(uid)
     }
 
     /// The pod's runtime-state directory (see the crate's documentation).
     pub fn pod_run_dir(&self, uid: &str) -> PathBuf {
-        crate::run_dir(&self.cfg.data_dir).join("pods").join(uid)
+        crate::run_pods_dir(&self.cfg.data_dir).join(uid)
     }
 }
 
@@ -261,7 +262,7 @@ impl Manager {
     /// Pod directories of pods that no longer exist (deleted while no agent
     /// ran): kill their containers and remove them.
     async fn remove_leftovers(&mut self, live: &std::collections::HashSet<String>) {
-        let Ok(entries) = std::fs::read_dir(self.ctx.cfg.data_dir.join("pods")) else {
+        let Ok(entries) = std::fs::read_dir(crate::pods_dir(&self.ctx.cfg.data_dir)) else {
             return;
         };
         for e in entries.flatten() {

@@ -669,12 +669,17 @@ fn release_page_cache(cgroup: &str) {
     if cgroup.is_empty() {
         return;
     }
-    let path = Path::new("/sys/fs/cgroup/memory")
-        .join(cgroup.trim_start_matches('/'))
-        .join("memory.force_empty");
+    let path = v1_memory_file(cgroup, "memory.force_empty");
     if path.exists() {
         std::fs::write(path, "0").ok();
     }
+}
+
+/// `file` of `cgroup`'s cgroup v1 memory controller.
+fn v1_memory_file(cgroup: &str, file: &str) -> PathBuf {
+    Path::new("/sys/fs/cgroup/memory")
+        .join(cgroup.trim_start_matches('/'))
+        .join(file)
 }
 
 /// Whether the kernel's OOM killer killed a process of this cgroup (v1
@@ -694,10 +699,6 @@ fn oom_killed(cgroup: &str) -> bool {
             })
             .unwrap_or(0)
     };
-    count(
-        Path::new("/sys/fs/cgroup/memory")
-            .join(rel)
-            .join("memory.oom_control"),
-    ) > 0
+    count(v1_memory_file(cgroup, "memory.oom_control")) > 0
         || count(Path::new("/sys/fs/cgroup").join(rel).join("memory.events")) > 0
 }

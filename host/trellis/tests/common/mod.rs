@@ -297,6 +297,11 @@ impl Cluster {
         tls::client_config(&std::fs::read_to_string(self.dir.path().join("pki/ca.crt")).unwrap())
     }
 
+    /// `kubectl get KIND NAME -o json`, which must succeed.
+    pub fn object(&self, kind: &str, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["get", kind, name, "-o", "json"])).unwrap()
+    }
+
     /// JSON of a GET that must succeed.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
         let (code, body) = self.http("GET", path, None, &[]);

@@ -140,12 +140,35 @@ fn phases_to_host(p: sdk::Phases) -> host::Phases {
     phases
 }
 
+fn pod_fields_to_host(f: sdk::PodFields) -> host::PodFields {
+    let pairs = [
+        (sdk::PodFields::META, host::PodFields::META),
+        (sdk::PodFields::NODE_NAME, host::PodFields::NODE_NAME),
+        (
+            sdk::PodFields::NODE_SELECTION,
+            host::PodFields::NODE_SELECTION,
+        ),
+        (sdk::PodFields::POD_AFFINITY, host::PodFields::POD_AFFINITY),
+        (sdk::PodFields::TOLERATIONS, host::PodFields::TOLERATIONS),
+        (
+            sdk::PodFields::TOPOLOGY_SPREAD,
+            host::PodFields::TOPOLOGY_SPREAD,
+        ),
+        (sdk::PodFields::CONTAINERS, host::PodFields::CONTAINERS),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(s, _)| f.contains(*s))
+        .fold(host::PodFields::empty(), |acc, (_, h)| acc | h)
+}
+
 fn info_to_host(i: sdk::PluginInfo) -> host::PluginInfo {
     host::PluginInfo {
         name: i.name,
         version: i.version,
         phases: phases_to_host(i.phases),
         tracks_pods: i.tracks_pods,
+        pod_fields: pod_fields_to_host(i.pod_fields),
     }
 }
 
@@ -211,7 +234,10 @@ impl<T: SchedulerPlugin + Send> ChainPlugin for NativePlugin<T> {
     }
 
     fn prepare(&mut self, pod: &std::sync::Arc<host::Pod>) -> Result<host::Phases, CallError> {
-        let pod = self.cycle.insert(pod.to_sdk());
+        // What the Wasm plugin would receive: only the parts it reads.
+        let pod = self
+            .cycle
+            .insert(pod.for_plugin(self.info.pod_fields).to_sdk().into());
         let phases = guard(|| self.plugin.prepare(pod))?;
         Ok(phases_to_host(phases) & self.info.phases)
     }
@@ -270,6 +296,14 @@ impl<T: ToSdk> ToSdk for Option<T> {
     type Sdk = Option<T::Sdk>;
     fn to_sdk(&self) -> Self::Sdk {
         self.as_ref().map(ToSdk::to_sdk)
+    }
+}
+
+/// The whole pod, as a plugin that reads every part receives it.
+impl ToSdk for host::Pod {
+    type Sdk = sdk::Pod;
+    fn to_sdk(&self) -> Self::Sdk {
+        self.for_plugin(host::PodFields::all()).to_sdk().into()
     }
 }
 
@@ -343,12 +377,9 @@ record!(host::Container => sdk::Container { name, image, requests, host_ports })
 record!(host::Node => sdk::Node {
     name, labels, taints, allocatable, unschedulable, images,
 });
-record!(host::Pod => sdk::Pod {
-    name,
-    namespace,
-    uid,
-    labels,
-    namespace_labels,
+record!(host::PodMeta => sdk::PodMeta { name, namespace, uid, labels, namespace_labels });
+record!(host::WirePod => sdk::WirePod {
+    meta,
     node_name,
     node_selector,
     node_affinity,

@@ -219,10 +219,12 @@ static const char *parse_config(const string_t *text, char **buf, string_t **lis
 
 void exports_trellis_plugin_scheduler_info(exports_trellis_plugin_scheduler_plugin_info_t *ret) {
     scheduler_plugin_string_dup(&ret->name, "ZoneMaintenance");
-    scheduler_plugin_string_dup(&ret->version, "0.2.0");
+    scheduler_plugin_string_dup(&ret->version, "0.3.0");
     ret->phases = EXPORTS_TRELLIS_PLUGIN_SCHEDULER_PHASES_FILTER | EXPORTS_TRELLIS_PLUGIN_SCHEDULER_PHASES_SCORE;
-    // Verdicts and scores depend on nodes only: the host sends no pods.
+    // Verdicts and scores depend on nodes only: the host sends no pods, and
+    // `prepare` no part of the pod being scheduled.
     ret->tracks_pods = false;
+    ret->pod_fields = 0;
 }
 
 bool exports_trellis_plugin_scheduler_configure(string_t *config, plugin_error_t *err) {

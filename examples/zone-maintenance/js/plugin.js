@@ -93,8 +93,15 @@ function lookup(id) {
 
 export const scheduler = {
   info() {
-    // Verdicts and scores depend on nodes only: the host sends no pods.
-    return { name: 'ZoneMaintenance', version: '0.2.0', phases: { filter: true, score: true }, tracksPods: false };
+    // Verdicts and scores depend on nodes only: the host sends no pods, and
+    // `prepare` no part of the pod being scheduled.
+    return {
+      name: 'ZoneMaintenance',
+      version: '0.3.0',
+      phases: { filter: true, score: true },
+      tracksPods: false,
+      podFields: {},
+    };
   },
 
   configure(config) {

@@ -17,6 +17,7 @@ from wit_world.exports.scheduler import (
     PlacedPod,
     PluginInfo,
     Pod,
+    PodFields,
     Reason,
     Rejection,
 )
@@ -108,9 +109,14 @@ def _lookup(id: int) -> Tuple[bool, Optional[int]]:
 
 class Scheduler(exports.Scheduler):
     def info(self) -> PluginInfo:
-        # Verdicts and scores depend on nodes only: the host sends no pods.
+        # Verdicts and scores depend on nodes only: the host sends no pods, and
+        # `prepare` no part of the pod being scheduled.
         return PluginInfo(
-            name="ZoneMaintenance", version="0.2.0", phases=Phases.FILTER | Phases.SCORE, tracks_pods=False
+            name="ZoneMaintenance",
+            version="0.3.0",
+            phases=Phases.FILTER | Phases.SCORE,
+            tracks_pods=False,
+            pod_fields=PodFields(0),
         )
 
     def configure(self, config: str) -> None:

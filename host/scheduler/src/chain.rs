@@ -471,6 +471,7 @@ mod tests {
                 version: "0".into(),
                 phases: self.phases,
                 tracks_pods: false,
+                pod_fields: trellis_plugin_host::scheduler::PodFields::empty(),
             }
         }
         fn upsert_node(&mut self, _: NodeId, _: &Node) -> Result<(), CallError> {

@@ -14,10 +14,13 @@
 
 use std::collections::HashMap;
 
+/// The pod as `prepare` receives it; the export glue turns it into a [`Pod`].
+pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::Pod as WirePod;
 pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::{
-    Container, FilterResult, HostPort, Node, NodeId, Phases, PlacedPod, PluginInfo, Pod, Reason,
-    Rejection,
+    Container, FilterResult, HostPort, Node, NodeId, Phases, PlacedPod, PluginInfo, PodFields,
+    PodMeta, Reason, Rejection,
 };
+use crate::bindings::types::{NodeAffinity, PodAffinity, TopologySpreadConstraint};
 pub use crate::{label_value, Label, PluginError, Resources, Taint, TaintEffect, Toleration};
 
 /// A scheduler plugin. One value lives per instance; the host calls
@@ -91,13 +94,15 @@ pub trait SchedulerPlugin: Default + 'static {
 }
 
 /// Build a [`PluginInfo`] for a plugin that tracks pods (see
-/// [`PluginInfo::nodes_only`] for one that does not).
+/// [`PluginInfo::nodes_only`] for one that does not) and reads the whole pod
+/// (see [`PluginInfo::reads`]).
 pub fn plugin_info(name: &str, version: &str, phases: Phases) -> PluginInfo {
     PluginInfo {
         name: name.to_string(),
         version: version.to_string(),
         phases,
         tracks_pods: true,
+        pod_fields: PodFields::all(),
     }
 }
 
@@ -108,6 +113,84 @@ impl PluginInfo {
     pub fn nodes_only(mut self) -> Self {
         self.tracks_pods = false;
         self
+    }
+
+    /// The plugin reads only these parts of the pod; the others reach
+    /// [`SchedulerPlugin::prepare`], `filter` and `score` empty. Each part
+    /// left out saves copying it into the instance on every cycle (a call
+    /// into the allocator per string and per list). Name every part read:
+    /// the test kit's fixtures run with exactly these.
+    pub fn reads(mut self, fields: PodFields) -> Self {
+        self.pod_fields = fields;
+        self
+    }
+}
+
+/// The pod being scheduled. Only the parts the plugin reads (see
+/// [`PluginInfo::reads`]) are filled; the others are empty.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// `metadata.name` ([`PodFields::META`]).
+    pub name: String,
+    /// `metadata.namespace` ([`PodFields::META`]).
+    pub namespace: String,
+    /// `metadata.uid` ([`PodFields::META`]).
+    pub uid: String,
+    /// `metadata.labels` ([`PodFields::META`]).
+    pub labels: Vec<Label>,
+    /// Labels of the pod's namespace, for namespace selectors ([`PodFields::META`]).
+    pub namespace_labels: Vec<Label>,
+    /// `spec.nodeName` if the user set it ([`PodFields::NODE_NAME`]).
+    pub node_name: Option<String>,
+    /// `spec.nodeSelector` ([`PodFields::NODE_SELECTION`]).
+    pub node_selector: Vec<Label>,
+    /// `spec.affinity.nodeAffinity` ([`PodFields::NODE_SELECTION`]).
+    pub node_affinity: Option<NodeAffinity>,
+    /// `spec.affinity.podAffinity` ([`PodFields::POD_AFFINITY`]).
+    pub pod_affinity: Option<PodAffinity>,
+    /// `spec.affinity.podAntiAffinity` ([`PodFields::POD_AFFINITY`]).
+    pub pod_anti_affinity: Option<PodAffinity>,
+    /// `spec.tolerations` ([`PodFields::TOLERATIONS`]).
+    pub tolerations: Vec<Toleration>,
+    /// `spec.topologySpreadConstraints` ([`PodFields::TOPOLOGY_SPREAD`]).
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// `spec.containers` ([`PodFields::CONTAINERS`]).
+    pub containers: Vec<Container>,
+    /// `spec.initContainers` ([`PodFields::CONTAINERS`]).
+    pub init_containers: Vec<Container>,
+    /// `spec.overhead`, zero when absent ([`PodFields::CONTAINERS`]).
+    pub overhead: Resources,
+    /// `spec.priority`.
+    pub priority: i32,
+}
+
+impl From<WirePod> for Pod {
+    fn from(p: WirePod) -> Self {
+        let meta = p.meta.unwrap_or_else(|| PodMeta {
+            name: String::new(),
+            namespace: String::new(),
+            uid: String::new(),
+            labels: Vec::new(),
+            namespace_labels: Vec::new(),
+        });
+        Pod {
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            labels: meta.labels,
+            namespace_labels: meta.namespace_labels,
+            node_name: p.node_name,
+            node_selector: p.node_selector.unwrap_or_default(),
+            node_affinity: p.node_affinity,
+            pod_affinity: p.pod_affinity,
+            pod_anti_affinity: p.pod_anti_affinity,
+            tolerations: p.tolerations.unwrap_or_default(),
+            topology_spread_constraints: p.topology_spread_constraints.unwrap_or_default(),
+            containers: p.containers.unwrap_or_default(),
+            init_containers: p.init_containers.unwrap_or_default(),
+            overhead: p.overhead.unwrap_or_else(zero_resources),
+            priority: p.priority,
+        }
     }
 }
 
@@ -377,7 +460,8 @@ macro_rules! export_scheduler {
             use $crate::bindings::scheduler::exports::trellis::plugin::scheduler as __w;
             use $crate::scheduler::SchedulerPlugin as _;
             // The plugin, and the pod of the cycle under way.
-            static __STATE: $crate::__State<($t, Option<__w::Pod>)> = $crate::__State::new();
+            static __STATE: $crate::__State<($t, Option<$crate::scheduler::Pod>)> =
+                $crate::__State::new();
             struct __Export;
             impl __w::Guest for __Export {
                 fn info() -> __w::PluginInfo {
@@ -399,6 +483,7 @@ macro_rules! export_scheduler {
                     __STATE.with(|(p, _)| p.forget_pod(node, &uid))
                 }
                 fn prepare(pod: __w::Pod) -> Result<__w::Phases, $crate::PluginError> {
+                    let pod = $crate::scheduler::Pod::from(pod);
                     __STATE.with(|(p, cycle)| {
                         let phases = p.prepare(&pod);
                         *cycle = Some(pod);

@@ -24,7 +24,9 @@
 //! Each case runs one cycle: `prepare`, then `filter` and `score` as the
 //! plugin declares them. A phase `prepare` skips is called all the same, and
 //! fails the case unless it answers as the skip promises (no refusal; the same
-//! score for every node).
+//! score for every node). As in a cluster, `prepare` carries only the parts of
+//! the pod the plugin names in `plugin-info.pod-fields`, so a fixture fails when
+//! the plugin reads a part it did not name.
 //!
 //! A fixture may instead expect `configure` to fail: `expectConfigError: true`
 //! (give `config` as a string to pass JSON text verbatim, e.g. with a duplicated key).

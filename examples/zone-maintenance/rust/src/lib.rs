@@ -60,7 +60,9 @@ fn parse_config(config: &str) -> Result<Vec<String>, PluginError> {
 impl SchedulerPlugin for ZoneMaintenance {
     fn info() -> PluginInfo {
         // Verdicts and scores depend on nodes only: the host sends no pods.
-        plugin_info("ZoneMaintenance", "0.2.0", Phases::FILTER | Phases::SCORE).nodes_only()
+        plugin_info("ZoneMaintenance", "0.3.0", Phases::FILTER | Phases::SCORE)
+            .nodes_only()
+            .reads(PodFields::empty())
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {

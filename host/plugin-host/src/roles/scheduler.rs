@@ -15,9 +15,11 @@ use crate::slot::PluginSlot;
 use crate::state::PluginState;
 use crate::{CallError, Capability, LoadError};
 
+/// The pod as `prepare` carries it (see [`Pod::for_plugin`]).
+pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::Pod as WirePod;
 pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::{
-    Container, FilterResult, HostPort, Node, NodeId, Phases, PlacedPod, PluginInfo, Pod, Reason,
-    Rejection,
+    Container, FilterResult, HostPort, Node, NodeId, Phases, PlacedPod, PluginInfo, PodFields,
+    PodMeta, Reason, Rejection,
 };
 pub use crate::bindings::types::{
     Label, LabelSelector, NodeAffinity, NodeImage, NodeSelectorTerm, PodAffinity, PodAffinityTerm,
@@ -28,12 +30,91 @@ pub use crate::bindings::types::{
 
 pub(crate) const ROLE: RoleInfo = RoleInfo {
     name: "scheduler",
-    export: "trellis:plugin/scheduler@0.2.0",
+    export: "trellis:plugin/scheduler@0.3.0",
     allowed: &[Capability::Log],
 };
 
 /// Most candidates one call may carry (the WIT limit).
 pub const MAX_CANDIDATES: usize = 65_536;
+
+/// The pod being scheduled, whole. A plugin's `prepare` gets the parts it
+/// named in `plugin-info.pod-fields` ([`Pod::for_plugin`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pod {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `metadata.labels`.
+    pub labels: Vec<Label>,
+    /// Labels of the pod's namespace, for namespace selectors.
+    pub namespace_labels: Vec<Label>,
+    /// `spec.nodeName` if the user set it.
+    pub node_name: Option<String>,
+    /// `spec.nodeSelector`.
+    pub node_selector: Vec<Label>,
+    /// `spec.affinity.nodeAffinity`.
+    pub node_affinity: Option<NodeAffinity>,
+    /// `spec.affinity.podAffinity`.
+    pub pod_affinity: Option<PodAffinity>,
+    /// `spec.affinity.podAntiAffinity`.
+    pub pod_anti_affinity: Option<PodAffinity>,
+    /// `spec.tolerations`.
+    pub tolerations: Vec<Toleration>,
+    /// `spec.topologySpreadConstraints`.
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// `spec.containers`.
+    pub containers: Vec<Container>,
+    /// `spec.initContainers`.
+    pub init_containers: Vec<Container>,
+    /// `spec.overhead`, zero when absent.
+    pub overhead: Resources,
+    /// `spec.priority`.
+    pub priority: i32,
+}
+
+impl Pod {
+    /// What `prepare` carries to a plugin that reads `fields`: those parts,
+    /// with empty lists and a zero overhead left out (each list or string
+    /// copied in costs a call into the instance's allocator).
+    pub fn for_plugin(&self, fields: PodFields) -> WirePod {
+        fn list<T: Clone>(on: bool, v: &[T]) -> Option<Vec<T>> {
+            (on && !v.is_empty()).then(|| v.to_vec())
+        }
+        fn opt<T: Clone>(on: bool, v: &Option<T>) -> Option<T> {
+            v.as_ref().filter(|_| on).cloned()
+        }
+        let containers = fields.contains(PodFields::CONTAINERS);
+        let selection = fields.contains(PodFields::NODE_SELECTION);
+        let affinity = fields.contains(PodFields::POD_AFFINITY);
+        WirePod {
+            meta: fields.contains(PodFields::META).then(|| PodMeta {
+                name: self.name.clone(),
+                namespace: self.namespace.clone(),
+                uid: self.uid.clone(),
+                labels: self.labels.clone(),
+                namespace_labels: self.namespace_labels.clone(),
+            }),
+            node_name: opt(fields.contains(PodFields::NODE_NAME), &self.node_name),
+            node_selector: list(selection, &self.node_selector),
+            node_affinity: opt(selection, &self.node_affinity),
+            pod_affinity: opt(affinity, &self.pod_affinity),
+            pod_anti_affinity: opt(affinity, &self.pod_anti_affinity),
+            tolerations: list(fields.contains(PodFields::TOLERATIONS), &self.tolerations),
+            topology_spread_constraints: list(
+                fields.contains(PodFields::TOPOLOGY_SPREAD),
+                &self.topology_spread_constraints,
+            ),
+            containers: list(containers, &self.containers),
+            init_containers: list(containers, &self.init_containers),
+            overhead: (containers && self.overhead != super::k8s::zero())
+                .then(|| self.overhead.clone()),
+            priority: self.priority,
+        }
+    }
+}
 
 /// A loaded, configured scheduler plugin: put it in a [`PluginSlot`] and give
 /// each worker a [`SchedulerSession`] on that slot.
@@ -81,6 +162,7 @@ impl SchedulerPlugin {
                 version: String::new(),
                 phases: Phases::empty(),
                 tracks_pods: true,
+                pod_fields: PodFields::all(),
             },
         };
         // Validate by making one instance: this runs `info` and `configure`.
@@ -320,6 +402,7 @@ impl SchedulerSession {
         };
         let phases = self.call(|p, i| {
             let api = i.bindings.trellis_plugin_scheduler();
+            let pod = pod.for_plugin(p.info.pod_fields);
             p.common
                 .guarded(&mut i.store, |s| api.call_prepare(s, &pod))?
                 .map(|phases| phases & p.info.phases)
@@ -447,5 +530,65 @@ pub fn check_scores(candidates: &[NodeId], scores: &[u8]) -> Result<(), CallErro
 pub fn not_prepared() -> CallError {
     CallError::Contract {
         reason: "filter or score called before prepare".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> Pod {
+        super::super::k8s::pod(
+            &serde_json::json!({
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app": "a"}},
+                "spec": {
+                    "nodeName": "n1",
+                    "tolerations": [{"key": "k", "operator": "Exists"}],
+                    "containers": [{"name": "c", "image": "busybox"}]
+                }
+            }),
+            vec![],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn prepare_carries_only_the_parts_a_plugin_reads_and_no_empty_list() {
+        let p = pod();
+        let none = p.for_plugin(PodFields::empty());
+        assert_eq!(
+            none,
+            WirePod {
+                meta: None,
+                node_name: None,
+                node_selector: None,
+                node_affinity: None,
+                pod_affinity: None,
+                pod_anti_affinity: None,
+                tolerations: None,
+                topology_spread_constraints: None,
+                containers: None,
+                init_containers: None,
+                overhead: None,
+                priority: 0,
+            }
+        );
+
+        let w = p.for_plugin(PodFields::NODE_NAME | PodFields::TOLERATIONS);
+        assert_eq!(w.node_name.as_deref(), Some("n1"));
+        assert_eq!(w.tolerations.as_ref().map(Vec::len), Some(1));
+        assert!(w.meta.is_none() && w.containers.is_none());
+
+        let all = p.for_plugin(PodFields::all());
+        let meta = all.meta.expect("meta asked for");
+        assert_eq!((meta.name.as_str(), meta.namespace.as_str()), ("p", "ns"));
+        assert_eq!(meta.labels.len(), 1);
+        assert_eq!(all.containers.as_ref().map(Vec::len), Some(1));
+        // Empty parts stay out even when asked for: no selector, no affinity,
+        // no spread constraints, no init containers, no overhead.
+        assert!(all.node_selector.is_none() && all.node_affinity.is_none());
+        assert!(all.pod_affinity.is_none() && all.pod_anti_affinity.is_none());
+        assert!(all.topology_spread_constraints.is_none());
+        assert!(all.init_containers.is_none() && all.overhead.is_none());
     }
 }

@@ -92,7 +92,9 @@ impl ImageLocality {
 
 impl SchedulerPlugin for ImageLocality {
     fn info() -> PluginInfo {
-        plugin_info("ImageLocality", env!("CARGO_PKG_VERSION"), Phases::SCORE).nodes_only()
+        plugin_info("ImageLocality", env!("CARGO_PKG_VERSION"), Phases::SCORE)
+            .nodes_only()
+            .reads(PodFields::CONTAINERS)
     }
 
     /// Per pod: each of its images that a node holds, with its scaled score,

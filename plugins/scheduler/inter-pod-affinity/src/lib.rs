@@ -569,6 +569,7 @@ impl SchedulerPlugin for InterPodAffinity {
             env!("CARGO_PKG_VERSION"),
             Phases::FILTER | Phases::SCORE,
         )
+        .reads(PodFields::META | PodFields::POD_AFFINITY)
     }
 
     /// Upstream's PreFilter and PreScore skip. The filter applies to a pod

@@ -459,6 +459,7 @@ impl SchedulerPlugin for NodeAffinity {
             Phases::FILTER | Phases::SCORE,
         )
         .nodes_only()
+        .reads(PodFields::NODE_SELECTION)
     }
 
     /// Upstream's PreFilter and PreScore skip: nothing required (no node

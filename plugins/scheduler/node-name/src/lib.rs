@@ -18,7 +18,9 @@ pub struct NodeName {
 
 impl SchedulerPlugin for NodeName {
     fn info() -> PluginInfo {
-        plugin_info("NodeName", env!("CARGO_PKG_VERSION"), Phases::FILTER).nodes_only()
+        plugin_info("NodeName", env!("CARGO_PKG_VERSION"), Phases::FILTER)
+            .nodes_only()
+            .reads(PodFields::NODE_NAME)
     }
 
     /// Upstream's PreFilter: nothing to check for a pod without `nodeName`.

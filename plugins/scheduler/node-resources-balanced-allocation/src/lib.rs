@@ -114,6 +114,7 @@ impl BalancedAllocation {
 impl SchedulerPlugin for BalancedAllocation {
     fn info() -> PluginInfo {
         plugin_info("NodeResourcesBalancedAllocation", "0.1.0", Phases::SCORE)
+            .reads(PodFields::CONTAINERS)
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {

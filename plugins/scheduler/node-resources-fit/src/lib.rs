@@ -271,6 +271,7 @@ impl NodeResourcesFit {
 impl SchedulerPlugin for NodeResourcesFit {
     fn info() -> PluginInfo {
         plugin_info("NodeResourcesFit", "0.1.0", Phases::FILTER | Phases::SCORE)
+            .reads(PodFields::CONTAINERS)
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {

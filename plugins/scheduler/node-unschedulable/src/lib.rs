@@ -27,6 +27,7 @@ impl SchedulerPlugin for NodeUnschedulable {
             Phases::FILTER,
         )
         .nodes_only()
+        .reads(PodFields::TOLERATIONS)
     }
 
     /// With no node cordoned every node passes: skip the filter.

@@ -245,6 +245,7 @@ impl PodTopologySpread {
 impl SchedulerPlugin for PodTopologySpread {
     fn info() -> PluginInfo {
         plugin_info("PodTopologySpread", "0.1.0", Phases::FILTER | Phases::SCORE)
+            .reads(PodFields::META | PodFields::NODE_SELECTION | PodFields::TOPOLOGY_SPREAD)
     }
 
     /// Upstream's PreFilter and PreScore skip: the filter applies only to a

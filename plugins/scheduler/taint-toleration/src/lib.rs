@@ -115,6 +115,7 @@ impl SchedulerPlugin for TaintToleration {
             Phases::FILTER | Phases::SCORE,
         )
         .nodes_only()
+        .reads(PodFields::TOLERATIONS)
     }
 
     /// With no node tainted so, every node passes (filter) or scores the

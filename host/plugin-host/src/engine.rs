@@ -173,6 +173,11 @@ impl PluginEngine {
         wc.epoch_interruption(true);
         // Keep guest recursion well inside the host thread's stack.
         wc.max_wasm_stack(1 << 20);
+        // For profiling plugins with `perf`: guest functions get names in
+        // /tmp/perf-PID.map.
+        if std::env::var_os("TRELLIS_WASM_PERFMAP").is_some() {
+            wc.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Instances::Pooled { instances } = config.instances {
             wc.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling(
                 instances,

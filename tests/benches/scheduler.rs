@@ -990,8 +990,8 @@ fn main() {
         println!();
         println!("== time in plugin calls (SCHED_BENCH_BREAKDOWN=1), µs per pod ==");
         println!(
-            "{:>6} {:>7} {:<36} {:>9} {:>9} {:>9} {:>9}",
-            "nodes", "mode", "plugin", "prepare", "filter", "score", "changes"
+            "{:>6} {:>7} {:<36} {:>9} {:>9} {:>9} {:>9} {:>13}",
+            "nodes", "mode", "plugin", "prepare", "filter", "score", "changes", "changes/pod"
         );
         for r in &runs {
             let Some(times) = &r.times else { continue };
@@ -1001,14 +1001,15 @@ fn main() {
                 let t = times.get(p.crate_name).cloned().unwrap_or_default();
                 sum += t.prepare.1 + t.filter.1 + t.score.1 + t.changes.1;
                 println!(
-                    "{:>6} {:>7} {:<36} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                    "{:>6} {:>7} {:<36} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>13.2}",
                     r.nodes,
                     r.mode.name(),
                     p.crate_name,
                     per_pod(t.prepare.1),
                     per_pod(t.filter.1),
                     per_pod(t.score.1),
-                    per_pod(t.changes.1)
+                    per_pod(t.changes.1),
+                    t.changes.0 as f64 / r.pods as f64
                 );
             }
             println!(

@@ -1,10 +1,13 @@
-//! The per-cycle calls of the scheduler contract 0.2: `prepare` hands the pod
-//! over once, `filter` and `score` follow without it, and pods are sent only
-//! to plugins that track them.
+//! The per-cycle calls of the scheduler contract (0.2 on): `prepare` hands
+//! the pod over once, `filter` and `score` follow without it, and pods are
+//! sent only to plugins that track them; 0.3 skips a `prepare` that would
+//! repeat the last one.
 
 use std::sync::Arc;
 
-use trellis_plugin_host::scheduler::{k8s, Phases};
+use trellis_plugin_host::scheduler::{
+    k8s, Phases, PrepareStats, TaintEffect, Toleration, TolerationOperator,
+};
 use trellis_plugin_host::{Budget, CallError, Capability, FaultKind, Grants, PluginSpec};
 use trellis_tests::*;
 
@@ -85,6 +88,47 @@ fn prepare_answers_the_phases_that_apply_to_the_pod() {
     pinned.node_name = Some("n1".into());
     assert_eq!(s.prepare(&Arc::new(pinned)).unwrap(), Phases::FILTER);
     assert_eq!(s.filter(&[0, 1], 0).unwrap().feasible, vec![1]);
+}
+
+/// A cycle whose pod would carry what the instance already holds, with no
+/// change in between, is not prepared again; a node change or a pod that
+/// differs in a part the plugin reads is.
+#[test]
+fn a_prepare_that_would_repeat_the_last_is_skipped_until_something_changes() {
+    let engine = engine();
+    // NodeUnschedulable reads only the tolerations, and skips its filter
+    // while no node is cordoned.
+    let plugin = load_scheduler(&engine, "node-unschedulable", PluginSpec::new("u"));
+    let (_slot, mut s) = session_with(plugin, &two_nodes());
+    // Two pods that differ only in parts the plugin does not read.
+    assert_eq!(s.prepare(&Arc::new(pod("a"))).unwrap(), Phases::empty());
+    assert_eq!(s.prepare(&Arc::new(pod("b"))).unwrap(), Phases::empty());
+    assert_eq!(s.prepare_stats(), PrepareStats { sent: 1, reused: 1 });
+    // Cordoning n1 changes the answer for the same pod: prepared again.
+    let cordoned = k8s::node(&serde_json::json!({
+        "metadata": {"name": "n1"},
+        "spec": {"unschedulable": true},
+        "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}
+    }))
+    .unwrap();
+    s.upsert_node(1, cordoned).unwrap();
+    assert_eq!(s.prepare(&Arc::new(pod("b"))).unwrap(), Phases::FILTER);
+    assert_eq!(s.filter(&[0, 1], 0).unwrap().feasible, vec![0]);
+    assert_eq!(s.prepare(&Arc::new(pod("c"))).unwrap(), Phases::FILTER);
+    assert_eq!(s.prepare_stats(), PrepareStats { sent: 2, reused: 2 });
+    // A pod that tolerates the cordon differs to the plugin: prepared again,
+    // and the filter lets n1 through.
+    let mut tolerant = pod("d");
+    tolerant.tolerations = vec![Toleration {
+        key: "node.kubernetes.io/unschedulable".into(),
+        operator: TolerationOperator::Exists,
+        value: String::new(),
+        effect: Some(TaintEffect::NoSchedule),
+        toleration_seconds: None,
+    }];
+    s.prepare(&Arc::new(tolerant)).unwrap();
+    assert_eq!(s.filter(&[0, 1], 0).unwrap().feasible, vec![0, 1]);
+    assert_eq!(s.prepare_stats(), PrepareStats { sent: 3, reused: 2 });
 }
 
 #[test]

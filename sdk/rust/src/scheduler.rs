@@ -61,6 +61,12 @@ pub trait SchedulerPlugin: Default + 'static {
     /// nothing), so leave one out only when that is its answer for this pod;
     /// the host may still call it. Also the place for per-pod work that
     /// `filter` and `score` share. The default: every declared phase applies.
+    ///
+    /// The host skips the call when the pod would be the same as last time
+    /// (as far as the parts the plugin reads go) and no node or pod change
+    /// came in between; the last answer then stands. So answer from `pod`
+    /// and the changes received alone, and let `filter` and `score` leave
+    /// what `prepare` kept as it was.
     fn prepare(&mut self, pod: &Pod) -> Result<Phases, PluginError> {
         let _ = pod;
         Ok(Phases::all())

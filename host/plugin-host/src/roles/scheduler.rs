@@ -211,6 +211,7 @@ pub struct SchedulerSession {
     pods: HashMap<String, (NodeId, Arc<PlacedPod>)>,
     /// The pod of the cycle under way (the last `prepare`).
     cycle: Option<Arc<Pod>>,
+    stats: PrepareStats,
 }
 
 struct Live {
@@ -219,6 +220,20 @@ struct Live {
     instance: Instance,
     /// Whether this instance has been given `cycle` by `prepare`.
     prepared: bool,
+    /// The pod the last `prepare` carried into this instance and its answer,
+    /// while no change (node or pod) has reached the instance since: a cycle
+    /// whose pod would carry the same is not prepared again.
+    last_prepare: Option<(WirePod, Phases)>,
+}
+
+/// How many `prepare` calls a session made and how many it saved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PrepareStats {
+    /// Calls into the instance.
+    pub sent: u64,
+    /// Cycles whose pod would have carried what the instance already held
+    /// (and no change came in between), answered from the last call.
+    pub reused: u64,
 }
 
 impl SchedulerSession {
@@ -230,7 +245,13 @@ impl SchedulerSession {
             nodes: Vec::new(),
             pods: HashMap::new(),
             cycle: None,
+            stats: PrepareStats::default(),
         }
+    }
+
+    /// `prepare` calls made and saved so far.
+    pub fn prepare_stats(&self) -> PrepareStats {
+        self.stats
     }
 
     /// Generation of the version that served the last call, if any.
@@ -285,21 +306,27 @@ impl SchedulerSession {
             version: version.clone(),
             instance: inst,
             prepared: false,
+            last_prepare: None,
         });
         Ok(())
     }
 
-    /// Run one call on the live instance (making it if needed); a call that
-    /// poisons the instance drops it, so the next call starts fresh.
-    fn call<R>(
+    /// Send a change (node or pod) to the live instance (making it if
+    /// needed). Its state moves, so its last `prepare` answer no longer
+    /// stands.
+    fn change<R>(
         &mut self,
         f: impl FnOnce(&SchedulerPlugin, &mut Instance) -> Result<R, CallError>,
     ) -> Result<R, CallError> {
         self.ensure_live()?;
+        if let Some(live) = &mut self.live {
+            live.last_prepare = None;
+        }
         self.run(f)
     }
 
-    /// Run one call on the live instance as it is (no swap check).
+    /// Run one call on the live instance as it is (no swap check); a call
+    /// that poisons the instance drops it, so the next call starts fresh.
     fn run<R>(
         &mut self,
         f: impl FnOnce(&SchedulerPlugin, &mut Instance) -> Result<R, CallError>,
@@ -326,7 +353,7 @@ impl SchedulerSession {
             return Ok(()); // replayed when the instance is made
         }
         let node = self.nodes[idx].clone().expect("just set");
-        self.call(|p, i| {
+        self.change(|p, i| {
             let api = i.bindings.trellis_plugin_scheduler();
             p.common
                 .guarded(&mut i.store, |s| api.call_upsert_node(s, id, &node))?
@@ -343,7 +370,7 @@ impl SchedulerSession {
         if self.live.is_none() {
             return Ok(());
         }
-        self.call(|p, i| {
+        self.change(|p, i| {
             let api = i.bindings.trellis_plugin_scheduler();
             p.common
                 .guarded(&mut i.store, |s| api.call_remove_node(s, id))
@@ -363,7 +390,7 @@ impl SchedulerSession {
         if !self.tracks_pods() {
             return Ok(()); // replayed if a later version tracks pods
         }
-        self.call(|p, i| {
+        self.change(|p, i| {
             let api = i.bindings.trellis_plugin_scheduler();
             p.common
                 .guarded(&mut i.store, |s| api.call_assume_pod(s, node, &pod))?
@@ -377,7 +404,7 @@ impl SchedulerSession {
         if !self.tracks_pods() {
             return Ok(());
         }
-        self.call(|p, i| {
+        self.change(|p, i| {
             let api = i.bindings.trellis_plugin_scheduler();
             p.common
                 .guarded(&mut i.store, |s| api.call_forget_pod(s, node, uid))
@@ -400,16 +427,32 @@ impl SchedulerSession {
         let Some(pod) = self.cycle.clone() else {
             return Err(not_prepared());
         };
-        let phases = self.call(|p, i| {
+        self.ensure_live()?;
+        let live = self.live.as_mut().expect("a live instance");
+        let wire = pod.for_plugin(live.version.plugin.info.pod_fields);
+        // The contract lets the host skip a `prepare` that would carry what
+        // the instance already holds, with no change since: the plugin keeps
+        // that pod and its answer stands.
+        if let Some((last, phases)) = &live.last_prepare {
+            if *last == wire {
+                let phases = *phases;
+                live.prepared = true;
+                self.stats.reused += 1;
+                return Ok(phases);
+            }
+        }
+        live.last_prepare = None;
+        self.stats.sent += 1;
+        let phases = self.run(|p, i| {
             let api = i.bindings.trellis_plugin_scheduler();
-            let pod = pod.for_plugin(p.info.pod_fields);
             p.common
-                .guarded(&mut i.store, |s| api.call_prepare(s, &pod))?
+                .guarded(&mut i.store, |s| api.call_prepare(s, &wire))?
                 .map(|phases| phases & p.info.phases)
                 .map_err(|e| fault(e).into())
         })?;
         if let Some(live) = &mut self.live {
             live.prepared = true;
+            live.last_prepare = Some((wire, phases));
         }
         Ok(phases)
     }

@@ -115,7 +115,10 @@ fn run(
 fn run_wasm(s: &mut SchedulerSession, n: usize, pods: usize, sample: bool) -> (Vec<Duration>, u64) {
     let pod = std::sync::Arc::new(trellis_tests::pod("bench"));
     run(n, pods, sample, |cands, max| {
-        // The plugin skips no phase for this pod; a cycle makes all three calls.
+        // The plugin skips no phase for this pod. The pod and the plugin's
+        // nodes stay the same from cycle to cycle, so after the first cycle
+        // the session answers `prepare` itself (as in a cluster for pods of
+        // one workload) and a cycle calls the instance for filter and score.
         s.prepare(&pod).unwrap();
         let f = s.filter(cands, max).unwrap();
         let scores = s.score(&f.feasible).unwrap();

@@ -162,6 +162,19 @@ fn pod_fields_to_host(f: sdk::PodFields) -> host::PodFields {
         .fold(host::PodFields::empty(), |acc, (_, h)| acc | h)
 }
 
+fn node_fields_to_host(f: sdk::NodeFields) -> host::NodeFields {
+    let pairs = [
+        (sdk::NodeFields::LABELS, host::NodeFields::LABELS),
+        (sdk::NodeFields::TAINTS, host::NodeFields::TAINTS),
+        (sdk::NodeFields::ALLOCATABLE, host::NodeFields::ALLOCATABLE),
+        (sdk::NodeFields::IMAGES, host::NodeFields::IMAGES),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(s, _)| f.contains(*s))
+        .fold(host::NodeFields::empty(), |acc, (_, h)| acc | h)
+}
+
 fn info_to_host(i: sdk::PluginInfo) -> host::PluginInfo {
     host::PluginInfo {
         name: i.name,
@@ -169,6 +182,7 @@ fn info_to_host(i: sdk::PluginInfo) -> host::PluginInfo {
         phases: phases_to_host(i.phases),
         tracks_pods: i.tracks_pods,
         pod_fields: pod_fields_to_host(i.pod_fields),
+        node_fields: node_fields_to_host(i.node_fields),
     }
 }
 
@@ -200,7 +214,8 @@ impl<T: SchedulerPlugin + Send> ChainPlugin for NativePlugin<T> {
     }
 
     fn upsert_node(&mut self, id: host::NodeId, node: &host::Node) -> Result<(), CallError> {
-        let node = node.to_sdk();
+        // What the Wasm plugin would receive: only the parts it reads.
+        let node = node.for_plugin(self.info.node_fields).to_sdk().into();
         guard(|| self.plugin.upsert_node(id, node))
     }
 
@@ -299,6 +314,14 @@ impl<T: ToSdk> ToSdk for Option<T> {
     }
 }
 
+/// The whole node, as a plugin that reads every part receives it.
+impl ToSdk for host::Node {
+    type Sdk = sdk::Node;
+    fn to_sdk(&self) -> Self::Sdk {
+        self.for_plugin(host::NodeFields::all()).to_sdk().into()
+    }
+}
+
 /// The whole pod, as a plugin that reads every part receives it.
 impl ToSdk for host::Pod {
     type Sdk = sdk::Pod;
@@ -374,7 +397,7 @@ record!(host::TopologySpreadConstraint => trellis_sdk::TopologySpreadConstraint 
 record!(host::NodeImage => trellis_sdk::NodeImage { names, size_bytes });
 record!(host::HostPort => sdk::HostPort { port, protocol, host_ip });
 record!(host::Container => sdk::Container { name, image, requests, host_ports });
-record!(host::Node => sdk::Node {
+record!(host::WireNode => sdk::WireNode {
     name, labels, taints, allocatable, unschedulable, images,
 });
 record!(host::PodMeta => sdk::PodMeta { name, namespace, uid, labels, namespace_labels });

@@ -225,6 +225,8 @@ void exports_trellis_plugin_scheduler_info(exports_trellis_plugin_scheduler_plug
     // `prepare` no part of the pod being scheduled.
     ret->tracks_pods = false;
     ret->pod_fields = 0;
+    // Of a node it reads the labels only.
+    ret->node_fields = EXPORTS_TRELLIS_PLUGIN_SCHEDULER_NODE_FIELDS_LABELS;
 }
 
 bool exports_trellis_plugin_scheduler_configure(string_t *config, plugin_error_t *err) {
@@ -265,8 +267,10 @@ bool exports_trellis_plugin_scheduler_upsert_node(node_id_t id, exports_trellis_
     node_state_t st = {.present = true, .maintenance = false, .rank = NO_RANK};
     // As the Rust SDK's `label_value`, the first label with a key counts.
     const string_t *maintenance = NULL, *zone = NULL;
-    for (size_t i = 0; i < node->labels.len; i++) {
-        const exports_trellis_plugin_scheduler_label_t *l = &node->labels.ptr[i];
+    // `labels` is none for a node without labels.
+    size_t label_count = node->labels.is_some ? node->labels.val.len : 0;
+    for (size_t i = 0; i < label_count; i++) {
+        const exports_trellis_plugin_scheduler_label_t *l = &node->labels.val.ptr[i];
         if (maintenance == NULL && str_eq(&l->key, "maintenance")) maintenance = &l->value;
         if (zone == NULL && str_eq(&l->key, ZONE_LABEL)) zone = &l->value;
     }

@@ -101,6 +101,8 @@ export const scheduler = {
       phases: { filter: true, score: true },
       tracksPods: false,
       podFields: {},
+      // Of a node it reads the labels only.
+      nodeFields: { labels: true },
     };
   },
 
@@ -109,8 +111,9 @@ export const scheduler = {
   },
 
   upsertNode(id, node) {
-    const maintenance = labelValue(node.labels, 'maintenance') === 'true';
-    const zone = labelValue(node.labels, ZONE_LABEL);
+    const labels = node.labels ?? []; // undefined for a node without labels
+    const maintenance = labelValue(labels, 'maintenance') === 'true';
+    const zone = labelValue(labels, ZONE_LABEL);
     const i = zone === undefined ? -1 : preferredZones.indexOf(zone); // first match
     nodes.set(id, { maintenance, rank: i < 0 ? undefined : i });
   },

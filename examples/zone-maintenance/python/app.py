@@ -13,6 +13,7 @@ from wit_world import exports
 from wit_world.exports.scheduler import (
     FilterResult,
     Node,
+    NodeFields,
     Phases,
     PlacedPod,
     PluginInfo,
@@ -117,6 +118,8 @@ class Scheduler(exports.Scheduler):
             phases=Phases.FILTER | Phases.SCORE,
             tracks_pods=False,
             pod_fields=PodFields(0),
+            # Of a node it reads the labels only.
+            node_fields=NodeFields.LABELS,
         )
 
     def configure(self, config: str) -> None:
@@ -124,9 +127,10 @@ class Scheduler(exports.Scheduler):
         _preferred_zones = _parse_config(config)
 
     def upsert_node(self, id: int, node: Node) -> None:
-        maintenance = _label_value(node.labels, "maintenance") == "true"
+        labels = node.labels or []  # None for a node without labels
+        maintenance = _label_value(labels, "maintenance") == "true"
         rank = None
-        zone = _label_value(node.labels, ZONE_LABEL)
+        zone = _label_value(labels, ZONE_LABEL)
         if zone is not None and zone in _preferred_zones:
             rank = _preferred_zones.index(zone)  # first match
         _nodes[id] = (maintenance, rank)

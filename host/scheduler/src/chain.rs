@@ -472,6 +472,7 @@ mod tests {
                 phases: self.phases,
                 tracks_pods: false,
                 pod_fields: trellis_plugin_host::scheduler::PodFields::empty(),
+                node_fields: trellis_plugin_host::scheduler::NodeFields::empty(),
             }
         }
         fn upsert_node(&mut self, _: NodeId, _: &Node) -> Result<(), CallError> {

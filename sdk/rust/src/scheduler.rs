@@ -14,13 +14,15 @@
 
 use std::collections::HashMap;
 
+/// A node as `upsert-node` receives it; the export glue turns it into a [`Node`].
+pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::Node as WireNode;
 /// The pod as `prepare` receives it; the export glue turns it into a [`Pod`].
 pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::Pod as WirePod;
 pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::{
-    Container, FilterResult, HostPort, Node, NodeId, Phases, PlacedPod, PluginInfo, PodFields,
-    PodMeta, Reason, Rejection,
+    Container, FilterResult, HostPort, NodeFields, NodeId, Phases, PlacedPod, PluginInfo,
+    PodFields, PodMeta, Reason, Rejection,
 };
-use crate::bindings::types::{NodeAffinity, PodAffinity, TopologySpreadConstraint};
+use crate::bindings::types::{NodeAffinity, NodeImage, PodAffinity, TopologySpreadConstraint};
 pub use crate::{label_value, Label, PluginError, Resources, Taint, TaintEffect, Toleration};
 
 /// A scheduler plugin. One value lives per instance; the host calls
@@ -109,6 +111,7 @@ pub fn plugin_info(name: &str, version: &str, phases: Phases) -> PluginInfo {
         phases,
         tracks_pods: true,
         pod_fields: PodFields::all(),
+        node_fields: NodeFields::all(),
     }
 }
 
@@ -129,6 +132,47 @@ impl PluginInfo {
     pub fn reads(mut self, fields: PodFields) -> Self {
         self.pod_fields = fields;
         self
+    }
+
+    /// The plugin reads only these parts of a node (besides its name and
+    /// `unschedulable`, always sent); the others reach
+    /// [`SchedulerPlugin::upsert_node`] empty. As with [`PluginInfo::reads`],
+    /// each part left out saves copying it into the instance, here once per
+    /// node and node change.
+    pub fn reads_nodes(mut self, fields: NodeFields) -> Self {
+        self.node_fields = fields;
+        self
+    }
+}
+
+/// A node. Only the parts the plugin reads (see [`PluginInfo::reads_nodes`])
+/// are filled; the others are empty.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels` ([`NodeFields::LABELS`]).
+    pub labels: Vec<Label>,
+    /// `spec.taints` ([`NodeFields::TAINTS`]).
+    pub taints: Vec<Taint>,
+    /// `status.allocatable` ([`NodeFields::ALLOCATABLE`]; zero otherwise).
+    pub allocatable: Resources,
+    /// `spec.unschedulable`.
+    pub unschedulable: bool,
+    /// `status.images` ([`NodeFields::IMAGES`]).
+    pub images: Vec<NodeImage>,
+}
+
+impl From<WireNode> for Node {
+    fn from(n: WireNode) -> Self {
+        Node {
+            name: n.name,
+            labels: n.labels.unwrap_or_default(),
+            taints: n.taints.unwrap_or_default(),
+            allocatable: n.allocatable.unwrap_or_else(zero_resources),
+            unschedulable: n.unschedulable,
+            images: n.images.unwrap_or_default(),
+        }
     }
 }
 
@@ -477,6 +521,7 @@ macro_rules! export_scheduler {
                     __STATE.with(|(p, _)| p.configure(&config))
                 }
                 fn upsert_node(id: __w::NodeId, node: __w::Node) -> Result<(), $crate::PluginError> {
+                    let node = $crate::scheduler::Node::from(node);
                     __STATE.with(|(p, _)| p.upsert_node(id, node))
                 }
                 fn remove_node(id: __w::NodeId) {

@@ -63,6 +63,7 @@ impl SchedulerPlugin for ZoneMaintenance {
         plugin_info("ZoneMaintenance", "0.3.0", Phases::FILTER | Phases::SCORE)
             .nodes_only()
             .reads(PodFields::empty())
+            .reads_nodes(NodeFields::LABELS)
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {

@@ -15,11 +15,13 @@ use crate::slot::PluginSlot;
 use crate::state::PluginState;
 use crate::{CallError, Capability, LoadError};
 
+/// A node as `upsert-node` carries it (see [`Node::for_plugin`]).
+pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::Node as WireNode;
 /// The pod as `prepare` carries it (see [`Pod::for_plugin`]).
 pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::Pod as WirePod;
 pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::{
-    Container, FilterResult, HostPort, Node, NodeId, Phases, PlacedPod, PluginInfo, PodFields,
-    PodMeta, Reason, Rejection,
+    Container, FilterResult, HostPort, NodeFields, NodeId, Phases, PlacedPod, PluginInfo,
+    PodFields, PodMeta, Reason, Rejection,
 };
 pub use crate::bindings::types::{
     Label, LabelSelector, NodeAffinity, NodeImage, NodeSelectorTerm, PodAffinity, PodAffinityTerm,
@@ -36,6 +38,46 @@ pub(crate) const ROLE: RoleInfo = RoleInfo {
 
 /// Most candidates one call may carry (the WIT limit).
 pub const MAX_CANDIDATES: usize = 65_536;
+
+/// A node as the scheduler sees it, whole. A plugin's `upsert-node` gets the
+/// parts it named in `plugin-info.node-fields` ([`Node::for_plugin`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: Vec<Label>,
+    /// `spec.taints`.
+    pub taints: Vec<Taint>,
+    /// `status.allocatable` (or `status.capacity`).
+    pub allocatable: Resources,
+    /// `spec.unschedulable`.
+    pub unschedulable: bool,
+    /// `status.images`.
+    pub images: Vec<NodeImage>,
+}
+
+impl Node {
+    /// What `upsert-node` carries to a plugin that reads `fields`: those
+    /// parts, with empty lists left out.
+    pub fn for_plugin(&self, fields: NodeFields) -> WireNode {
+        WireNode {
+            name: self.name.clone(),
+            labels: list(fields.contains(NodeFields::LABELS), &self.labels),
+            taints: list(fields.contains(NodeFields::TAINTS), &self.taints),
+            allocatable: fields
+                .contains(NodeFields::ALLOCATABLE)
+                .then(|| self.allocatable.clone()),
+            unschedulable: self.unschedulable,
+            images: list(fields.contains(NodeFields::IMAGES), &self.images),
+        }
+    }
+}
+
+/// `v` if asked for and not empty.
+fn list<T: Clone>(on: bool, v: &[T]) -> Option<Vec<T>> {
+    (on && !v.is_empty()).then(|| v.to_vec())
+}
 
 /// The pod being scheduled, whole. A plugin's `prepare` gets the parts it
 /// named in `plugin-info.pod-fields` ([`Pod::for_plugin`]).
@@ -80,9 +122,6 @@ impl Pod {
     /// with empty lists and a zero overhead left out (each list or string
     /// copied in costs a call into the instance's allocator).
     pub fn for_plugin(&self, fields: PodFields) -> WirePod {
-        fn list<T: Clone>(on: bool, v: &[T]) -> Option<Vec<T>> {
-            (on && !v.is_empty()).then(|| v.to_vec())
-        }
         fn opt<T: Clone>(on: bool, v: &Option<T>) -> Option<T> {
             v.as_ref().filter(|_| on).cloned()
         }
@@ -163,6 +202,7 @@ impl SchedulerPlugin {
                 phases: Phases::empty(),
                 tracks_pods: true,
                 pod_fields: PodFields::all(),
+                node_fields: NodeFields::all(),
             },
         };
         // Validate by making one instance: this runs `info` and `configure`.
@@ -283,8 +323,9 @@ impl SchedulerSession {
         let api = inst.bindings.trellis_plugin_scheduler();
         for (id, node) in self.nodes.iter().enumerate() {
             if let Some(node) = node {
+                let wire = node.for_plugin(plugin.info.node_fields);
                 let r = plugin.common.guarded(&mut inst.store, |s| {
-                    api.call_upsert_node(s, id as NodeId, node)
+                    api.call_upsert_node(s, id as NodeId, &wire)
                 })?;
                 if let Err(e) = r {
                     tracing::warn!(plugin = plugin.name(), node = %node.name, error = ?e, "plugin refused a node on replay");
@@ -355,6 +396,7 @@ impl SchedulerSession {
         let node = self.nodes[idx].clone().expect("just set");
         self.change(|p, i| {
             let api = i.bindings.trellis_plugin_scheduler();
+            let node = node.for_plugin(p.info.node_fields);
             p.common
                 .guarded(&mut i.store, |s| api.call_upsert_node(s, id, &node))?
                 .map_err(|e| fault(e).into())
@@ -633,5 +675,24 @@ mod tests {
         assert!(all.pod_affinity.is_none() && all.pod_anti_affinity.is_none());
         assert!(all.topology_spread_constraints.is_none());
         assert!(all.init_containers.is_none() && all.overhead.is_none());
+    }
+
+    #[test]
+    fn upsert_node_carries_only_the_parts_a_plugin_reads() {
+        let n = super::super::k8s::node(&serde_json::json!({
+            "metadata": {"name": "n1", "labels": {"zone": "a"}},
+            "spec": {"unschedulable": true},
+            "status": {"allocatable": {"cpu": "4"}}
+        }))
+        .unwrap();
+        let w = n.for_plugin(NodeFields::empty());
+        assert_eq!((w.name.as_str(), w.unschedulable), ("n1", true));
+        assert!(w.labels.is_none() && w.taints.is_none());
+        assert!(w.allocatable.is_none() && w.images.is_none());
+        let w = n.for_plugin(NodeFields::all());
+        assert_eq!(w.labels.as_ref().map(Vec::len), Some(1));
+        assert_eq!(w.allocatable.map(|a| a.milli_cpu), Some(4000));
+        // No taints and no images: left out even when asked for.
+        assert!(w.taints.is_none() && w.images.is_none());
     }
 }

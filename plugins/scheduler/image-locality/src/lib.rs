@@ -95,6 +95,7 @@ impl SchedulerPlugin for ImageLocality {
         plugin_info("ImageLocality", env!("CARGO_PKG_VERSION"), Phases::SCORE)
             .nodes_only()
             .reads(PodFields::CONTAINERS)
+            .reads_nodes(NodeFields::IMAGES)
     }
 
     /// Per pod: each of its images that a node holds, with its scaled score,

@@ -570,6 +570,7 @@ impl SchedulerPlugin for InterPodAffinity {
             Phases::FILTER | Phases::SCORE,
         )
         .reads(PodFields::META | PodFields::POD_AFFINITY)
+        .reads_nodes(NodeFields::LABELS)
     }
 
     /// Upstream's PreFilter and PreScore skip. The filter applies to a pod

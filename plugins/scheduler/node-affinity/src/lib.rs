@@ -460,6 +460,7 @@ impl SchedulerPlugin for NodeAffinity {
         )
         .nodes_only()
         .reads(PodFields::NODE_SELECTION)
+        .reads_nodes(NodeFields::LABELS)
     }
 
     /// Upstream's PreFilter and PreScore skip: nothing required (no node

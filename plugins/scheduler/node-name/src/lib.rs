@@ -21,6 +21,7 @@ impl SchedulerPlugin for NodeName {
         plugin_info("NodeName", env!("CARGO_PKG_VERSION"), Phases::FILTER)
             .nodes_only()
             .reads(PodFields::NODE_NAME)
+            .reads_nodes(NodeFields::empty())
     }
 
     /// Upstream's PreFilter: nothing to check for a pod without `nodeName`.

@@ -115,6 +115,7 @@ impl SchedulerPlugin for BalancedAllocation {
     fn info() -> PluginInfo {
         plugin_info("NodeResourcesBalancedAllocation", "0.1.0", Phases::SCORE)
             .reads(PodFields::CONTAINERS)
+            .reads_nodes(NodeFields::ALLOCATABLE)
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {

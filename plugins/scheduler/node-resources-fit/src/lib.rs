@@ -272,6 +272,7 @@ impl SchedulerPlugin for NodeResourcesFit {
     fn info() -> PluginInfo {
         plugin_info("NodeResourcesFit", "0.1.0", Phases::FILTER | Phases::SCORE)
             .reads(PodFields::CONTAINERS)
+            .reads_nodes(NodeFields::ALLOCATABLE)
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {

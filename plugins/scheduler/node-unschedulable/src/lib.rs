@@ -28,6 +28,7 @@ impl SchedulerPlugin for NodeUnschedulable {
         )
         .nodes_only()
         .reads(PodFields::TOLERATIONS)
+        .reads_nodes(NodeFields::empty())
     }
 
     /// With no node cordoned every node passes: skip the filter.

@@ -246,6 +246,7 @@ impl SchedulerPlugin for PodTopologySpread {
     fn info() -> PluginInfo {
         plugin_info("PodTopologySpread", "0.1.0", Phases::FILTER | Phases::SCORE)
             .reads(PodFields::META | PodFields::NODE_SELECTION | PodFields::TOPOLOGY_SPREAD)
+            .reads_nodes(NodeFields::LABELS)
     }
 
     /// Upstream's PreFilter and PreScore skip: the filter applies only to a

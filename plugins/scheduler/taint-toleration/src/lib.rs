@@ -116,6 +116,7 @@ impl SchedulerPlugin for TaintToleration {
         )
         .nodes_only()
         .reads(PodFields::TOLERATIONS)
+        .reads_nodes(NodeFields::TAINTS)
     }
 
     /// With no node tainted so, every node passes (filter) or scores the

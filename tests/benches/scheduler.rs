@@ -458,7 +458,7 @@ impl ChainPlugin for Timed {
     fn info(&self) -> PluginInfo {
         self.inner.info()
     }
-    fn upsert_node(&mut self, id: NodeId, node: &Node) -> Result<(), CallError> {
+    fn upsert_node(&mut self, id: NodeId, node: &Arc<Node>) -> Result<(), CallError> {
         self.time(|t| &mut t.changes, |p| p.upsert_node(id, node))
     }
     fn remove_node(&mut self, id: NodeId) -> Result<(), CallError> {

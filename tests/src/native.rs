@@ -129,50 +129,19 @@ pub fn fault(e: trellis_sdk::PluginError) -> PluginFault {
     PluginFault { kind, message }
 }
 
+/// An SDK flags value as the host's value of the same WIT flags type.
+macro_rules! flags {
+    ($value:expr, $sdk:ty => $host:ty { $($flag:ident),* $(,)? }) => {{
+        let mut out = <$host>::empty();
+        $(if $value.contains(<$sdk>::$flag) {
+            out |= <$host>::$flag;
+        })*
+        out
+    }};
+}
+
 fn phases_to_host(p: sdk::Phases) -> host::Phases {
-    let mut phases = host::Phases::empty();
-    if p.contains(sdk::Phases::FILTER) {
-        phases |= host::Phases::FILTER;
-    }
-    if p.contains(sdk::Phases::SCORE) {
-        phases |= host::Phases::SCORE;
-    }
-    phases
-}
-
-fn pod_fields_to_host(f: sdk::PodFields) -> host::PodFields {
-    let pairs = [
-        (sdk::PodFields::META, host::PodFields::META),
-        (sdk::PodFields::NODE_NAME, host::PodFields::NODE_NAME),
-        (
-            sdk::PodFields::NODE_SELECTION,
-            host::PodFields::NODE_SELECTION,
-        ),
-        (sdk::PodFields::POD_AFFINITY, host::PodFields::POD_AFFINITY),
-        (sdk::PodFields::TOLERATIONS, host::PodFields::TOLERATIONS),
-        (
-            sdk::PodFields::TOPOLOGY_SPREAD,
-            host::PodFields::TOPOLOGY_SPREAD,
-        ),
-        (sdk::PodFields::CONTAINERS, host::PodFields::CONTAINERS),
-    ];
-    pairs
-        .into_iter()
-        .filter(|(s, _)| f.contains(*s))
-        .fold(host::PodFields::empty(), |acc, (_, h)| acc | h)
-}
-
-fn node_fields_to_host(f: sdk::NodeFields) -> host::NodeFields {
-    let pairs = [
-        (sdk::NodeFields::LABELS, host::NodeFields::LABELS),
-        (sdk::NodeFields::TAINTS, host::NodeFields::TAINTS),
-        (sdk::NodeFields::ALLOCATABLE, host::NodeFields::ALLOCATABLE),
-        (sdk::NodeFields::IMAGES, host::NodeFields::IMAGES),
-    ];
-    pairs
-        .into_iter()
-        .filter(|(s, _)| f.contains(*s))
-        .fold(host::NodeFields::empty(), |acc, (_, h)| acc | h)
+    flags!(p, sdk::Phases => host::Phases { FILTER, SCORE })
 }
 
 fn info_to_host(i: sdk::PluginInfo) -> host::PluginInfo {
@@ -181,8 +150,12 @@ fn info_to_host(i: sdk::PluginInfo) -> host::PluginInfo {
         version: i.version,
         phases: phases_to_host(i.phases),
         tracks_pods: i.tracks_pods,
-        pod_fields: pod_fields_to_host(i.pod_fields),
-        node_fields: node_fields_to_host(i.node_fields),
+        pod_fields: flags!(i.pod_fields, sdk::PodFields => host::PodFields {
+            META, NODE_NAME, NODE_SELECTION, POD_AFFINITY, TOLERATIONS, TOPOLOGY_SPREAD, CONTAINERS,
+        }),
+        node_fields: flags!(i.node_fields, sdk::NodeFields => host::NodeFields {
+            LABELS, TAINTS, ALLOCATABLE, IMAGES,
+        }),
     }
 }
 
@@ -213,7 +186,11 @@ impl<T: SchedulerPlugin + Send> ChainPlugin for NativePlugin<T> {
         self.info.clone()
     }
 
-    fn upsert_node(&mut self, id: host::NodeId, node: &host::Node) -> Result<(), CallError> {
+    fn upsert_node(
+        &mut self,
+        id: host::NodeId,
+        node: &std::sync::Arc<host::Node>,
+    ) -> Result<(), CallError> {
         // What the Wasm plugin would receive: only the parts it reads.
         let node = node.for_plugin(self.info.node_fields).to_sdk().into();
         guard(|| self.plugin.upsert_node(id, node))

@@ -104,7 +104,8 @@ fn compare_fixture(
 
     let mut ids: BTreeMap<String, NodeId> = BTreeMap::new();
     for (i, n) in fixture.nodes.iter().enumerate() {
-        let node = k8s::node(n).unwrap_or_else(|e| panic!("{}: node: {e}", pair.at));
+        let node =
+            std::sync::Arc::new(k8s::node(n).unwrap_or_else(|e| panic!("{}: node: {e}", pair.at)));
         ids.insert(node.name.clone(), i as NodeId);
         pair.same(&format!("upsert node {}", node.name), |p| {
             p.upsert_node(i as NodeId, &node)

@@ -25,7 +25,7 @@ pub trait ChainPlugin: Send {
     /// What the plugin says about itself.
     fn info(&self) -> PluginInfo;
     /// Add or replace a node.
-    fn upsert_node(&mut self, id: NodeId, node: &Node) -> Result<(), CallError>;
+    fn upsert_node(&mut self, id: NodeId, node: &Arc<Node>) -> Result<(), CallError>;
     /// Remove a node and the pods on it.
     fn remove_node(&mut self, id: NodeId) -> Result<(), CallError>;
     /// A pod is bound or assumed on a node. Called for every plugin; one
@@ -68,7 +68,7 @@ impl ChainPlugin for WasmPlugin {
     fn info(&self) -> PluginInfo {
         self.info.clone()
     }
-    fn upsert_node(&mut self, id: NodeId, node: &Node) -> Result<(), CallError> {
+    fn upsert_node(&mut self, id: NodeId, node: &Arc<Node>) -> Result<(), CallError> {
         self.session.upsert_node(id, node.clone())
     }
     fn remove_node(&mut self, id: NodeId) -> Result<(), CallError> {
@@ -237,7 +237,7 @@ impl Profile {
     }
 
     /// Tell every plugin about a node. A plugin that refuses it is logged.
-    pub(crate) fn upsert_node(&mut self, id: NodeId, node: &Node) {
+    pub(crate) fn upsert_node(&mut self, id: NodeId, node: &Arc<Node>) {
         for e in &mut self.entries {
             if let Err(err) = e.plugin.upsert_node(id, node) {
                 tracing::warn!(profile = %self.name, plugin = %e.name, node = %node.name, error = %err, "plugin refused a node");
@@ -475,7 +475,7 @@ mod tests {
                 node_fields: trellis_plugin_host::scheduler::NodeFields::empty(),
             }
         }
-        fn upsert_node(&mut self, _: NodeId, _: &Node) -> Result<(), CallError> {
+        fn upsert_node(&mut self, _: NodeId, _: &Arc<Node>) -> Result<(), CallError> {
             Ok(())
         }
         fn remove_node(&mut self, _: NodeId) -> Result<(), CallError> {

@@ -135,7 +135,7 @@ struct Bound {
 struct Cache {
     node_ids: HashMap<String, NodeId>,
     /// Indexed by id; `None` for a free id.
-    nodes: Vec<Option<Node>>,
+    nodes: Vec<Option<Arc<Node>>>,
     /// Bound or assumed pods: uid -> (node, what plugins know of it).
     bound: HashMap<String, (NodeId, Arc<PlacedPod>)>,
     namespace_labels: HashMap<String, Vec<Label>>,
@@ -265,7 +265,7 @@ impl Scheduler {
         let id = match c.node_ids.get(&node.name) {
             // A status write (a heartbeat, conditions) that leaves what
             // scheduling sees unchanged tells the plugins nothing.
-            Some(id) if c.nodes[*id as usize].as_ref() == Some(&node) => return,
+            Some(id) if c.nodes[*id as usize].as_deref() == Some(&node) => return,
             Some(id) => *id,
             None => {
                 let id = match c.nodes.iter().position(Option::is_none) {
@@ -281,6 +281,8 @@ impl Scheduler {
                 id
             }
         };
+        // One copy for the cache and every plugin session's replay.
+        let node = Arc::new(node);
         for p in self.profiles.values_mut() {
             p.upsert_node(id, &node);
         }

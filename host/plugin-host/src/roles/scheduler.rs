@@ -247,7 +247,7 @@ impl SchedulerPlugin {
 pub struct SchedulerSession {
     slot: Arc<PluginSlot<SchedulerPlugin>>,
     live: Option<Live>,
-    nodes: Vec<Option<Node>>,
+    nodes: Vec<Option<Arc<Node>>>,
     pods: HashMap<String, (NodeId, Arc<PlacedPod>)>,
     /// The pod of the cycle under way (the last `prepare`).
     cycle: Option<Arc<Pod>>,
@@ -384,12 +384,12 @@ impl SchedulerSession {
     }
 
     /// Add or replace a node.
-    pub fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), CallError> {
+    pub fn upsert_node(&mut self, id: NodeId, node: impl Into<Arc<Node>>) -> Result<(), CallError> {
         let idx = id as usize;
         if self.nodes.len() <= idx {
             self.nodes.resize_with(idx + 1, || None);
         }
-        self.nodes[idx] = Some(node);
+        self.nodes[idx] = Some(node.into());
         if self.live.is_none() {
             return Ok(()); // replayed when the instance is made
         }

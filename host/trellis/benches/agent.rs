@@ -65,9 +65,16 @@ fn running(p: &Value) -> bool {
     p["status"]["containerStatuses"][0]["state"]["running"].is_object()
 }
 
+/// Create → Running, and create → bound to the node (seen through the same
+/// watch), in ms per pod.
+struct Latencies {
+    running: Vec<f64>,
+    bound: Vec<f64>,
+}
+
 /// Create `names` (all at once when `together`, else one after the other,
-/// each waiting for Running) and return create → Running in ms per pod.
-async fn create_to_running(client: &Client, names: &[String], together: bool) -> Vec<f64> {
+/// each waiting for Running) and measure each pod.
+async fn create_to_running(client: &Client, names: &[String], together: bool) -> Latencies {
     let list = client
         .list(&pods(), "default", &ListParams::default())
         .await
@@ -83,6 +90,7 @@ async fn create_to_running(client: &Client, names: &[String], together: bool) ->
         .unwrap();
     let mut sent: HashMap<String, Instant> = HashMap::new();
     let mut lat = Vec::new();
+    let mut bound = std::collections::HashMap::new();
     let spawn_create = |name: &String, sent: &mut HashMap<String, Instant>| {
         let c = client.clone();
         let body = pod(name);
@@ -108,10 +116,13 @@ async fn create_to_running(client: &Client, names: &[String], together: bool) ->
             .as_str()
             .unwrap_or("")
             .to_string();
+        let Some(t0) = sent.get(&name) else { continue };
+        if ev.object["spec"]["nodeName"].is_string() && !bound.contains_key(&name) {
+            bound.insert(name.clone(), t0.elapsed().as_secs_f64() * 1000.0);
+        }
         if !running(&ev.object) || done.contains(&name) {
             continue;
         }
-        let Some(t0) = sent.get(&name) else { continue };
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
         done.insert(name);
         if !together {
@@ -121,7 +132,10 @@ async fn create_to_running(client: &Client, names: &[String], together: bool) ->
             }
         }
     }
-    lat
+    Latencies {
+        running: lat,
+        bound: bound.into_values().collect(),
+    }
 }
 
 /// The store's revision: every write anywhere moves it by one.
@@ -134,7 +148,45 @@ async fn store_revision(client: &Client) -> u64 {
     list.resource_version().parse().unwrap_or(0)
 }
 
-async fn delete_all(client: &Client) {
+/// Whether the agent has nothing left of any pod: every pod's directory and
+/// runtime-state directory is gone, which is its last teardown step (after
+/// the containers, the shim and the network).
+fn node_quiet(agent_dir: &Path) -> bool {
+    ["pods", "run/pods"]
+        .iter()
+        .all(|d| std::fs::read_dir(agent_dir.join(d)).map_or(true, |mut r| r.next().is_none()))
+}
+
+/// Delete every bench pod, wait until the API server has none, then until
+/// the agent has torn them all down, so that a measurement never shares the
+/// machine with the previous one's teardown. Returns how long the teardown
+/// went on after the API server had no pods.
+async fn delete_all(client: &Client, agent_dir: &Path) -> Duration {
+    delete_pods(client).await;
+    let gone = Instant::now();
+    while !node_quiet(agent_dir) {
+        assert!(
+            gone.elapsed() < Duration::from_secs(120),
+            "the agent did not tear down the deleted pods within 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let teardown = gone.elapsed();
+    // The kernel finishes some of it in the background (network namespaces,
+    // cgroups): wait for a quiet machine, under a tenth of its CPUs busy
+    // over 200 ms.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for _ in 0..50 {
+        let busy = machine_busy_ticks();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if ((machine_busy_ticks() - busy) as f64) < 0.1 * 20.0 * cpus {
+            break;
+        }
+    }
+    teardown
+}
+
+async fn delete_pods(client: &Client) {
     let list = client
         .list(
             &pods(),
@@ -383,12 +435,16 @@ fn main() {
         // Warm the path (image snapshot, plugin compile caches).
         let warm = vec!["warm-0".to_string()];
         create_to_running(&client, &warm, false).await;
-        delete_all(&client).await;
+        delete_all(&client, &agent_dir).await;
 
         let one: Vec<String> = (0..n).map(|i| format!("one-{i}")).collect();
         let lat = create_to_running(&client, &one, false).await;
-        report(&format!("create -> Running, {n} one by one"), lat);
-        delete_all(&client).await;
+        report(&format!("create -> Running, {n} one by one"), lat.running);
+        let teardown = delete_all(&client, &agent_dir).await;
+        println!(
+            "teardown of {n} pods after the API server deleted them: {:.0} ms",
+            teardown.as_secs_f64() * 1000.0
+        );
 
         let all: Vec<String> = (0..n).map(|i| format!("all-{i}")).collect();
         let rv0 = store_revision(&client).await;
@@ -401,7 +457,8 @@ fn main() {
         let agent_busy = cpu_ticks(agent_pid) - agent0;
         common::perf_control("disable");
         let writes = store_revision(&client).await - rv0;
-        report(&format!("create -> Running, {n} at once"), lat);
+        report(&format!("create -> Running, {n} at once"), lat.running);
+        report(&format!("create -> bound, {n} at once"), lat.bound);
         // 100 ticks a second (USER_HZ): the CPU time every process spent
         // (API server, scheduler, agent, shims, container set-up, kernel).
         let per_pod = |ticks: u64| ticks as f64 * 10.0 / n as f64;
@@ -415,7 +472,7 @@ fn main() {
             per_pod(busy.saturating_sub(server_busy + agent_busy)),
             writes as f64 / n as f64
         );
-        delete_all(&client).await;
+        delete_all(&client, &agent_dir).await;
 
         let twenty: Vec<String> = (0..20).map(|i| format!("idle-{i}")).collect();
         create_to_running(&client, &twenty, true).await;
@@ -441,7 +498,7 @@ fn main() {
             shim_rss,
             shim_cpu
         );
-        delete_all(&client).await;
+        delete_all(&client, &agent_dir).await;
     });
     drop(server);
 }

@@ -254,3 +254,37 @@ fn a_controller_reads_and_writes_within_its_grants() {
     assert_eq!(c.reconcile(&key("app")).unwrap(), Action::AwaitChange);
     assert_eq!(c.reconcile(&key("gone")).unwrap(), Action::AwaitChange);
 }
+
+#[test]
+fn a_controller_instance_is_kept_between_reconciles_and_dropped_after_a_trap() {
+    let engine = engine();
+    let store = Arc::new(Memory::default());
+    let spec = PluginSpec::new("labeler")
+        .grants(
+            Grants::none()
+                .with(Capability::Log)
+                .read("", "ConfigMap")
+                .write("", "ConfigMap"),
+        )
+        .services(HostServices {
+            objects: Some(store.clone()),
+            writer: Some(store),
+            exec: None,
+        });
+    let c = ControllerPlugin::load(&engine, &read_plugin("test-labeler"), spec).unwrap();
+    let key = |n: &str| ObjectKey {
+        namespace: "instance".into(),
+        name: n.into(),
+    };
+    // The instance that answered `info` at load serves the reconciles after.
+    assert_eq!(c.reconcile(&key("count")).unwrap(), Action::RequeueAfter(1));
+    assert_eq!(c.reconcile(&key("count")).unwrap(), Action::RequeueAfter(2));
+    let trap = c.reconcile(&key("trap")).unwrap_err();
+    assert!(
+        matches!(trap, trellis_plugin_host::CallError::Trapped { .. }),
+        "{trap:?}"
+    );
+    // The trapped instance is gone: a fresh one counts from 1.
+    assert_eq!(c.reconcile(&key("count")).unwrap(), Action::RequeueAfter(1));
+    assert_eq!(c.reconcile(&key("count")).unwrap(), Action::RequeueAfter(2));
+}

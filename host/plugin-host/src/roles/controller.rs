@@ -1,5 +1,16 @@
-//! Controllers: a fresh instance runs each reconcile; reads go through the
-//! host's cache and writes through the API server, within the grants.
+//! Controllers: reads go through the host's cache and writes through the API
+//! server, within the grants.
+//!
+//! An instance is kept between reconciles, as a controller process is: a
+//! reconcile takes an idle instance (or makes one: instantiate, `configure`)
+//! and gives it back when the call returned, with an answer or a
+//! `plugin-error`. An instance that trapped, ran out of time or of memory is
+//! dropped; the next reconcile gets a fresh one. Making a fresh instance per
+//! reconcile cost about as much as the reconcile itself, and every change to
+//! a watched object is a reconcile (each pod update, for the endpoints
+//! controllers).
+
+use std::sync::Mutex;
 
 use crate::bindings::controller::{Controller as Bindings, ControllerPre};
 use crate::engine::{CompiledComponent, PluginEngine, RoleInfo};
@@ -22,11 +33,22 @@ pub(crate) const ROLE: RoleInfo = RoleInfo {
     ],
 };
 
+/// Idle instances kept at most: one per reconcile the runtime runs at once
+/// (4 workers by default).
+const MAX_IDLE: usize = 4;
+
+/// A configured instance.
+struct Live {
+    store: wasmtime::Store<PluginState>,
+    bindings: Bindings,
+}
+
 /// A loaded controller.
 pub struct ControllerPlugin {
     common: Common,
     pre: ControllerPre<PluginState>,
     info: ControllerInfo,
+    idle: Mutex<Vec<Live>>,
 }
 
 impl std::fmt::Debug for ControllerPlugin {
@@ -64,13 +86,15 @@ impl ControllerPlugin {
                 },
                 watches: Vec::new(),
             },
+            idle: Mutex::new(Vec::new()),
         };
-        let (mut store, b) = plugin.instance().map_err(LoadError::Call)?;
-        let api = b.trellis_plugin_reconciler();
+        let mut live = plugin.instance().map_err(LoadError::Call)?;
+        let api = live.bindings.trellis_plugin_reconciler();
         plugin.info = plugin
             .common
-            .guarded(&mut store, |s| api.call_info(s))
+            .guarded(&mut live.store, |s| api.call_info(s))
             .map_err(LoadError::Call)?;
+        plugin.park(live);
         Ok(plugin)
     }
 
@@ -79,22 +103,37 @@ impl ControllerPlugin {
         &self.info
     }
 
-    fn instance(&self) -> Result<(wasmtime::Store<PluginState>, Bindings), CallError> {
+    fn instance(&self) -> Result<Live, CallError> {
         let c = &self.common;
         let mut store = c.store();
-        let b = c.guarded(&mut store, |s| self.pre.instantiate(s))?;
-        let api = b.trellis_plugin_reconciler();
+        let bindings = c.guarded(&mut store, |s| self.pre.instantiate(s))?;
+        let api = bindings.trellis_plugin_reconciler();
         c.guarded(&mut store, |s| api.call_configure(s, &c.config))?
             .map_err(fault)?;
-        Ok((store, b))
+        Ok(Live { store, bindings })
     }
 
-    /// Reconcile one key.
+    /// Keep `live` for a later reconcile, unless enough are idle.
+    fn park(&self, live: Live) {
+        let mut idle = self.idle.lock().expect("idle instances lock");
+        if idle.len() < MAX_IDLE {
+            idle.push(live);
+        }
+    }
+
+    /// Reconcile one key, on an idle instance when there is one.
     pub fn reconcile(&self, key: &ObjectKey) -> Result<Action, CallError> {
-        let (mut store, b) = self.instance()?;
-        let api = b.trellis_plugin_reconciler();
-        self.common
-            .guarded(&mut store, |s| api.call_reconcile(s, key))?
-            .map_err(|e| fault(e).into())
+        let idle = self.idle.lock().expect("idle instances lock").pop();
+        let mut live = match idle {
+            Some(live) => live,
+            None => self.instance()?,
+        };
+        let api = live.bindings.trellis_plugin_reconciler();
+        // A trap, deadline or memory error ends here, and drops the instance.
+        let answer = self
+            .common
+            .guarded(&mut live.store, |s| api.call_reconcile(s, key))?;
+        self.park(live);
+        answer.map_err(|e| fault(e).into())
     }
 }

@@ -2,11 +2,17 @@
 //! through the cache and, unless it carries `trellis.dev/seen=true`, patches
 //! that label on through the API; a missing object is fine. It also tries to
 //! read a Secret, which its grants do not cover, and logs the denial.
+//!
+//! Keys in the namespace `instance` test the host's instance keeping:
+//! `instance/count` answers `requeue-after(N)`, N being the reconciles this
+//! instance has served, and `instance/trap` traps.
 
 use trellis_sdk::controller::*;
 
 #[derive(Default)]
-struct Labeler;
+struct Labeler {
+    reconciles: u64,
+}
 
 fn configmap() -> KindRef {
     KindRef {
@@ -30,6 +36,13 @@ impl Controller for Labeler {
     }
 
     fn reconcile(&mut self, key: ObjectKey) -> Result<Action, PluginError> {
+        self.reconciles += 1;
+        if key.namespace == "instance" {
+            return match key.name.as_str() {
+                "count" => Ok(Action::RequeueAfter(self.reconciles)),
+                _ => panic!("asked to trap"),
+            };
+        }
         let secret = KindRef {
             group: String::new(),
             version: "v1".into(),

@@ -209,18 +209,8 @@ impl ObjectSink for Memory {
     }
 }
 
-#[test]
-fn a_controller_reads_and_writes_within_its_grants() {
-    let engine = engine();
-    let store = Arc::new(Memory::default());
-    store.objects.lock().unwrap().insert(
-        ("ConfigMap".into(), "default".into(), "app".into()),
-        serde_json::json!({"metadata": {"name": "app", "labels": {"a": "b"}}, "data": {}}),
-    );
-    store.objects.lock().unwrap().insert(
-        ("Secret".into(), "default".into(), "app".into()),
-        serde_json::json!({"metadata": {"name": "app"}}),
-    );
+/// The test labeler, reading and writing ConfigMaps in `store`.
+fn labeler(store: Arc<Memory>) -> ControllerPlugin {
     let spec = PluginSpec::new("labeler")
         .grants(
             Grants::none()
@@ -230,10 +220,24 @@ fn a_controller_reads_and_writes_within_its_grants() {
         )
         .services(HostServices {
             objects: Some(store.clone()),
-            writer: Some(store.clone()),
+            writer: Some(store),
             exec: None,
         });
-    let c = ControllerPlugin::load(&engine, &read_plugin("test-labeler"), spec).unwrap();
+    ControllerPlugin::load(&engine(), &read_plugin("test-labeler"), spec).unwrap()
+}
+
+#[test]
+fn a_controller_reads_and_writes_within_its_grants() {
+    let store = Arc::new(Memory::default());
+    store.objects.lock().unwrap().insert(
+        ("ConfigMap".into(), "default".into(), "app".into()),
+        serde_json::json!({"metadata": {"name": "app", "labels": {"a": "b"}}, "data": {}}),
+    );
+    store.objects.lock().unwrap().insert(
+        ("Secret".into(), "default".into(), "app".into()),
+        serde_json::json!({"metadata": {"name": "app"}}),
+    );
+    let c = labeler(store.clone());
     assert_eq!(c.info().name, "labeler");
     assert_eq!(c.info().primary.kind, "ConfigMap");
     let key = |n: &str| ObjectKey {
@@ -257,21 +261,7 @@ fn a_controller_reads_and_writes_within_its_grants() {
 
 #[test]
 fn a_controller_instance_is_kept_between_reconciles_and_dropped_after_a_trap() {
-    let engine = engine();
-    let store = Arc::new(Memory::default());
-    let spec = PluginSpec::new("labeler")
-        .grants(
-            Grants::none()
-                .with(Capability::Log)
-                .read("", "ConfigMap")
-                .write("", "ConfigMap"),
-        )
-        .services(HostServices {
-            objects: Some(store.clone()),
-            writer: Some(store),
-            exec: None,
-        });
-    let c = ControllerPlugin::load(&engine, &read_plugin("test-labeler"), spec).unwrap();
+    let c = labeler(Arc::new(Memory::default()));
     let key = |n: &str| ObjectKey {
         namespace: "instance".into(),
         name: n.into(),

@@ -1,7 +1,11 @@
 //! The node agent, measured (root, real containers):
 //!
 //! 1. pod create → Running (container started, seen through a watch), p50
-//!    and p99, for N pods created one by one and N at once;
+//!    and p99, for N pods created one by one and N at once, each phase on a
+//!    quiet node (the previous phase's pods torn down, the machine idle);
+//!    for "at once" also create → bound, the machine's CPU per pod (split
+//!    into the control plane, the agent and the rest) and the store writes
+//!    per pod;
 //! 2. container create+start+wait+delete through the agent's runtime (the
 //!    per-pod shim over its socket, libcontainer inside) against `runc run`
 //!    on the same bundle, interleaved, medians and ratio;

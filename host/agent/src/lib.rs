@@ -258,6 +258,20 @@ fn mount_run_dir(dir: &Path) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// The uids of the pods an agent keeps anything of under `data_dir` (a pod
+/// directory or a runtime-state directory). Removing those directories is
+/// the last step of a pod's teardown, so none left means every deleted pod
+/// is torn down.
+pub fn pods_with_state(data_dir: &Path) -> std::collections::BTreeSet<std::ffi::OsString> {
+    let mut uids = std::collections::BTreeSet::new();
+    for parent in [pods_dir(data_dir), run_pods_dir(data_dir)] {
+        if let Ok(entries) = std::fs::read_dir(parent) {
+            uids.extend(entries.flatten().map(|e| e.file_name()));
+        }
+    }
+    uids
+}
+
 /// Remove everything an agent left on this node under `cfg.data_dir`: each
 /// pod's containers, shim, root filesystems, volumes and network namespace,
 /// then the bridge. Blocking. For `trellis agent --reset` and for tests,
@@ -265,14 +279,8 @@ fn mount_run_dir(dir: &Path) -> Result<(), AgentError> {
 pub fn reset(cfg: &AgentConfig) -> Result<(), AgentError> {
     let images = trellis_image::ImageStore::open(&cfg.data_dir.join("images"))?;
     let run = run_dir(&cfg.data_dir);
-    let mut uids = std::collections::BTreeSet::new();
     let (pods, run_pods) = (pods_dir(&cfg.data_dir), run_pods_dir(&cfg.data_dir));
-    for parent in [&pods, &run_pods] {
-        if let Ok(entries) = std::fs::read_dir(parent) {
-            uids.extend(entries.flatten().map(|e| e.file_name()));
-        }
-    }
-    for uid in uids {
+    for uid in pods_with_state(&cfg.data_dir) {
         let dir = pods.join(&uid);
         pod::release_pod(&images, &dir, &run_pods.join(&uid));
         std::fs::remove_dir_all(&dir).ok();

@@ -94,7 +94,7 @@ async fn create_to_running(client: &Client, names: &[String], together: bool) ->
         .unwrap();
     let mut sent: HashMap<String, Instant> = HashMap::new();
     let mut lat = Vec::new();
-    let mut bound = std::collections::HashMap::new();
+    let mut bound = HashMap::new();
     let spawn_create = |name: &String, sent: &mut HashMap<String, Instant>| {
         let c = client.clone();
         let body = pod(name);
@@ -152,15 +152,6 @@ async fn store_revision(client: &Client) -> u64 {
     list.resource_version().parse().unwrap_or(0)
 }
 
-/// Whether the agent has nothing left of any pod: every pod's directory and
-/// runtime-state directory is gone, which is its last teardown step (after
-/// the containers, the shim and the network).
-fn node_quiet(agent_dir: &Path) -> bool {
-    ["pods", "run/pods"]
-        .iter()
-        .all(|d| std::fs::read_dir(agent_dir.join(d)).map_or(true, |mut r| r.next().is_none()))
-}
-
 /// Delete every bench pod, wait until the API server has none, then until
 /// the agent has torn them all down, so that a measurement never shares the
 /// machine with the previous one's teardown. Returns how long the teardown
@@ -168,7 +159,7 @@ fn node_quiet(agent_dir: &Path) -> bool {
 async fn delete_all(client: &Client, agent_dir: &Path) -> Duration {
     delete_pods(client).await;
     let gone = Instant::now();
-    while !node_quiet(agent_dir) {
+    while !trellis_agent::pods_with_state(agent_dir).is_empty() {
         assert!(
             gone.elapsed() < Duration::from_secs(120),
             "the agent did not tear down the deleted pods within 2 minutes"
@@ -177,13 +168,15 @@ async fn delete_all(client: &Client, agent_dir: &Path) -> Duration {
     }
     let teardown = gone.elapsed();
     // The kernel finishes some of it in the background (network namespaces,
-    // cgroups): wait for a quiet machine, under a tenth of its CPUs busy
-    // over 200 ms.
+    // cgroups): wait (10 s at most) for a quiet machine, under a tenth of its
+    // CPUs busy over a window.
+    let window = Duration::from_millis(200);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let quiet_ticks = 0.1 * cpus * window.as_secs_f64() * USER_HZ;
     for _ in 0..50 {
         let busy = machine_busy_ticks();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if ((machine_busy_ticks() - busy) as f64) < 0.1 * 20.0 * cpus {
+        tokio::time::sleep(window).await;
+        if ((machine_busy_ticks() - busy) as f64) < quiet_ticks {
             break;
         }
     }
@@ -248,6 +241,9 @@ fn report(what: &str, mut ms: Vec<f64>) {
         ms.last().copied().unwrap_or(f64::NAN)
     );
 }
+
+/// Clock ticks a second in `/proc/stat` and `/proc/PID/stat` (USER_HZ).
+const USER_HZ: f64 = 100.0;
 
 /// Busy clock ticks of the whole machine (every CPU, everything but idle
 /// and iowait), from `/proc/stat`.
@@ -463,9 +459,9 @@ fn main() {
         let writes = store_revision(&client).await - rv0;
         report(&format!("create -> Running, {n} at once"), lat.running);
         report(&format!("create -> bound, {n} at once"), lat.bound);
-        // 100 ticks a second (USER_HZ): the CPU time every process spent
-        // (API server, scheduler, agent, shims, container set-up, kernel).
-        let per_pod = |ticks: u64| ticks as f64 * 10.0 / n as f64;
+        // The CPU time every process spent (API server, scheduler, agent,
+        // shims, container set-up, kernel), in ms per pod.
+        let per_pod = |ticks: u64| ticks as f64 * 1000.0 / USER_HZ / n as f64;
         println!(
             "CPU of the whole machine while {n} pods started at once: {:.1} ms per pod \
              (control plane {:.1}, agent {:.1}, shims, containers and the rest {:.1}); \
@@ -487,11 +483,9 @@ fn main() {
         let s0: u64 = shims.iter().map(|p| cpu_ticks(*p)).sum();
         let window = Duration::from_secs(10);
         tokio::time::sleep(window).await;
-        let hz = 100.0;
-        let agent_cpu = (cpu_ticks(pid) - t0) as f64 / hz / window.as_secs_f64() * 100.0;
-        let shim_cpu = (shims.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - s0) as f64 / hz
-            / window.as_secs_f64()
-            * 100.0;
+        let percent = |ticks: u64| ticks as f64 / USER_HZ / window.as_secs_f64() * 100.0;
+        let agent_cpu = percent(cpu_ticks(pid) - t0);
+        let shim_cpu = percent(shims.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - s0);
         let shim_rss: u64 = shims.iter().map(|p| common::rss_kib(*p)).sum();
         println!(
             "idle with 20 pods over {}s: agent RSS {} KiB, CPU {:.2}% of one core; {} shims: RSS {} KiB in all, CPU {:.2}%",

@@ -33,10 +33,6 @@ pub(crate) const ROLE: RoleInfo = RoleInfo {
     ],
 };
 
-/// Idle instances kept at most: one per reconcile the runtime runs at once
-/// (4 workers by default).
-const MAX_IDLE: usize = 4;
-
 /// A configured instance.
 struct Live {
     store: wasmtime::Store<PluginState>,
@@ -113,12 +109,11 @@ impl ControllerPlugin {
         Ok(Live { store, bindings })
     }
 
-    /// Keep `live` for a later reconcile, unless enough are idle.
+    /// Keep `live` for a later reconcile. A reconcile makes an instance only
+    /// when none is idle, so no more are kept than reconciles ever ran at
+    /// once (the runtime's workers, 4 by default).
     fn park(&self, live: Live) {
-        let mut idle = self.idle.lock().expect("idle instances lock");
-        if idle.len() < MAX_IDLE {
-            idle.push(live);
-        }
+        self.idle.lock().expect("idle instances lock").push(live);
     }
 
     /// Reconcile one key, on an idle instance when there is one.

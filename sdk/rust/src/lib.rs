@@ -19,13 +19,10 @@
 //!     }
 //!     fn remove_node(&mut self, id: NodeId) { self.linux.remove(id); }
 //!     fn filter(&mut self, _pod: &Pod, candidates: &[NodeId], max: u32) -> Result<FilterResult, PluginError> {
-//!         let mut v = Verdicts::new(max);
-//!         for &id in candidates {
-//!             if *self.linux.get(id)? { if v.accept(id) { break } } else { v.reject(id, "node(s) are not Linux", true) }
-//!         }
-//!         Ok(v.finish())
+//!         self.linux.filter(candidates, max, |_, &linux| (!linux).then_some(&NOT_LINUX))
 //!     }
 //! }
+//! const NOT_LINUX: Refusal = Refusal { message: "node(s) are not Linux", unresolvable: true };
 //! trellis_sdk::export_scheduler!(OnlyLinux);
 //! ```
 //!

@@ -9,7 +9,10 @@
 use trellis_sdk::scheduler::*;
 
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
-const MAINTENANCE: &str = "node(s) under maintenance";
+const MAINTENANCE: Refusal = Refusal {
+    message: "node(s) under maintenance",
+    unresolvable: true,
+};
 
 /// What the plugin keeps per node.
 #[derive(Debug, Clone, Copy)]
@@ -90,23 +93,13 @@ impl SchedulerPlugin for ZoneMaintenance {
         candidates: &[NodeId],
         max: u32,
     ) -> Result<FilterResult, PluginError> {
-        let mut v = Verdicts::with_capacity(max, candidates.len());
-        for &id in candidates {
-            if self.nodes.get(id)?.maintenance {
-                v.reject(id, MAINTENANCE, true);
-            } else if v.accept(id) {
-                break;
-            }
-        }
-        Ok(v.finish())
+        self.nodes.filter(candidates, max, |_, n| {
+            n.maintenance.then_some(&MAINTENANCE)
+        })
     }
 
     fn score(&mut self, _pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {
-        let mut scores = Vec::with_capacity(candidates.len());
-        for &id in candidates {
-            scores.push(self.nodes.get(id)?.score);
-        }
-        Ok(scores)
+        self.nodes.map(candidates, |_, n| n.score)
     }
 }
 

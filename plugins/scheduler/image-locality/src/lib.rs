@@ -155,18 +155,15 @@ impl SchedulerPlugin for ImageLocality {
 
     fn score(&mut self, _pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {
         let containers = self.containers;
-        let mut scores = Vec::with_capacity(candidates.len());
-        for &id in candidates {
-            let held = self.nodes.get(id)?;
-            let sum: i64 = self
-                .wanted
+        let wanted = &self.wanted;
+        self.nodes.map(candidates, |_, held| {
+            let sum: i64 = wanted
                 .iter()
                 .filter(|(img, _)| held.binary_search(img).is_ok())
                 .map(|(_, s)| s)
                 .sum();
-            scores.push(calculate_priority(sum, containers));
-        }
-        Ok(scores)
+            calculate_priority(sum, containers)
+        })
     }
 }
 

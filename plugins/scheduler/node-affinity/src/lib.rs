@@ -27,11 +27,20 @@ use trellis_sdk::scheduler::*;
 use trellis_sdk::{NodeSelectorTerm, PreferredSchedulingTerm, Requirement, SelectorOperator};
 
 /// Upstream's `ErrReasonPod`.
-const ERR_REASON_POD: &str = "node(s) didn't match Pod's node affinity/selector";
+const ERR_REASON_POD: Refusal = refusal("node(s) didn't match Pod's node affinity/selector");
 /// Upstream's `errReasonEnforced`.
-const ERR_REASON_ENFORCED: &str = "node(s) didn't match scheduler-enforced node affinity";
+const ERR_REASON_ENFORCED: Refusal =
+    refusal("node(s) didn't match scheduler-enforced node affinity");
 /// Upstream's `errReasonConflict`.
-const ERR_REASON_CONFLICT: &str = "pod affinity terms conflict";
+const ERR_REASON_CONFLICT: Refusal = refusal("pod affinity terms conflict");
+
+/// Every refusal of this plugin: preemption cannot change a node's labels.
+const fn refusal(message: &'static str) -> Refusal {
+    Refusal {
+        message,
+        unresolvable: true,
+    }
+}
 /// The only node field a `matchFields` requirement can name.
 const NAME_FIELD: &str = "metadata.name";
 
@@ -514,18 +523,15 @@ impl SchedulerPlugin for NodeAffinity {
         candidates: &[NodeId],
         max: u32,
     ) -> Result<FilterResult, PluginError> {
-        let mut v = Verdicts::with_capacity(max, candidates.len());
         let required: &[NodeSelectorTerm] = pod
             .node_affinity
             .as_ref()
             .map_or(&[], |a| a.required.as_slice());
         if name_conflict(required) {
             // Upstream fails the pod in PreFilter: no node is examined.
-            for &id in candidates {
-                self.nodes.get(id)?;
-                v.reject(id, ERR_REASON_CONFLICT, true);
-            }
-            return Ok(v.finish());
+            return self
+                .nodes
+                .filter(candidates, max, |_, _| Some(&ERR_REASON_CONFLICT));
         }
         let added = self
             .added_required
@@ -533,14 +539,12 @@ impl SchedulerPlugin for NodeAffinity {
             .map(|t| self.compile_required(t));
         let selector = self.compile_selector(&pod.node_selector);
         let terms = (!required.is_empty()).then(|| self.compile_required(required));
-        for &id in candidates {
-            let node = self.nodes.get(id)?;
+        self.nodes.filter(candidates, max, |_, node| {
             if added
                 .as_ref()
                 .is_some_and(|a| !a.iter().any(|t| t.matches(node)))
             {
-                v.reject(id, ERR_REASON_ENFORCED, true);
-                continue;
+                return Some(&ERR_REASON_ENFORCED);
             }
             let selector_ok = selector.as_ref().is_some_and(|s| {
                 s.iter()
@@ -550,13 +554,8 @@ impl SchedulerPlugin for NodeAffinity {
                 && terms
                     .as_ref()
                     .is_none_or(|ts| ts.iter().any(|t| t.matches(node)));
-            if !fits {
-                v.reject(id, ERR_REASON_POD, true);
-            } else if v.accept(id) {
-                break;
-            }
-        }
-        Ok(v.finish())
+            (!fits).then_some(&ERR_REASON_POD)
+        })
     }
 
     fn score(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {
@@ -567,16 +566,13 @@ impl SchedulerPlugin for NodeAffinity {
             self.compile_preferred(&a.preferred, &mut terms)
                 .map_err(PluginError::InvalidInput)?;
         }
-        let mut raw = Vec::with_capacity(candidates.len());
-        for &id in candidates {
-            let node = self.nodes.get(id)?;
-            let sum: i64 = terms
+        let raw = self.nodes.map(candidates, |_, node| {
+            terms
                 .iter()
                 .filter(|(_, t)| t.matches(node))
                 .map(|(w, _)| w)
-                .sum();
-            raw.push(sum);
-        }
+                .sum::<i64>()
+        })?;
         Ok(normalize(&raw, false))
     }
 }

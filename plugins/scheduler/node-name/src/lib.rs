@@ -7,7 +7,10 @@
 use trellis_sdk::scheduler::*;
 
 /// Upstream's `ErrReason`.
-const ERR_REASON: &str = "node(s) didn't match the requested node name";
+const ERR_REASON: Refusal = Refusal {
+    message: "node(s) didn't match the requested node name",
+    unresolvable: true,
+};
 
 /// The plugin: the interned name of every node.
 #[derive(Default)]
@@ -51,20 +54,10 @@ impl SchedulerPlugin for NodeName {
     ) -> Result<FilterResult, PluginError> {
         // `None`: no restriction. `Some(None)`: a name no node ever had.
         let wanted = pod.node_name.as_deref().map(|n| self.names.get(n));
-        let mut v = Verdicts::with_capacity(max, candidates.len());
-        for &id in candidates {
-            let name = *self.nodes.get(id)?;
-            let fits = match wanted {
-                None => true,
-                Some(w) => w == Some(name),
-            };
-            if !fits {
-                v.reject(id, ERR_REASON, true);
-            } else if v.accept(id) {
-                break;
-            }
-        }
-        Ok(v.finish())
+        self.nodes.filter(candidates, max, |_, &name| match wanted {
+            Some(w) if w != Some(name) => Some(&ERR_REASON),
+            _ => None,
+        })
     }
 }
 

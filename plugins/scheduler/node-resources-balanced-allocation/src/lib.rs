@@ -217,18 +217,12 @@ impl SchedulerPlugin for BalancedAllocation {
                 Kind::Ignored => (k, None, 0),
             })
             .collect();
-        let mut scores = Vec::with_capacity(candidates.len());
         // Best effort: upstream skips the plugin, which scores every node 0.
         if plan.iter().all(|&(_, _, req)| req == 0) {
-            for &id in candidates {
-                self.nodes.get(id)?;
-                scores.push(0);
-            }
-            return Ok(scores);
+            return self.nodes.map(candidates, |_, _| 0);
         }
         let mut fractions = Vec::with_capacity(plan.len());
-        for &id in candidates {
-            let n = self.nodes.get(id)?;
+        self.nodes.map(candidates, |_, n| {
             fractions.clear();
             for &(kind, sid, req) in &plan {
                 if matches!(kind, Kind::Ignored) || (matches!(kind, Kind::Scalar(_)) && req == 0) {
@@ -241,9 +235,8 @@ impl SchedulerPlugin for BalancedAllocation {
                 let requested = n.requested.get(kind, sid) + req;
                 fractions.push((requested as f64 / alloc as f64).min(1.0));
             }
-            scores.push(balanced_score(&fractions).clamp(0, 100) as u8);
-        }
-        Ok(scores)
+            balanced_score(&fractions).clamp(0, 100) as u8
+        })
     }
 }
 

@@ -447,9 +447,8 @@ impl SchedulerPlugin for NodeResourcesFit {
                 Some((&r.kind, sid, r.weight, req))
             })
             .collect();
-        let mut scores = Vec::with_capacity(candidates.len());
-        for &id in candidates {
-            let n = self.nodes.get(id)?;
+        let strategy = self.strategy;
+        self.nodes.map(candidates, |_, n| {
             let (mut total, mut weights) = (0i64, 0i64);
             for &(kind, sid, weight, req) in &plan {
                 let (alloc, requested) = match kind {
@@ -465,7 +464,7 @@ impl SchedulerPlugin for NodeResourcesFit {
                 if alloc == 0 {
                     continue;
                 }
-                let s = match self.strategy {
+                let s = match strategy {
                     Strategy::LeastAllocated => least_requested(requested, alloc),
                     Strategy::MostAllocated => most_requested(requested, alloc),
                 };
@@ -473,9 +472,8 @@ impl SchedulerPlugin for NodeResourcesFit {
                 weights += weight;
             }
             let score = if weights == 0 { 0 } else { total / weights };
-            scores.push(score.clamp(0, MAX_SCORE) as u8);
-        }
-        Ok(scores)
+            score.clamp(0, MAX_SCORE) as u8
+        })
     }
 }
 

@@ -6,7 +6,10 @@ use trellis_sdk::scheduler::*;
 use trellis_sdk::taints::tolerates;
 
 /// Upstream's `ErrReasonUnschedulable`.
-const ERR_REASON: &str = "node(s) were unschedulable";
+const ERR_REASON: Refusal = Refusal {
+    message: "node(s) were unschedulable",
+    unresolvable: true,
+};
 
 /// The taint a pod must tolerate to land on a cordoned node (`v1.TaintNodeUnschedulable`).
 const TAINT_KEY: &str = "node.kubernetes.io/unschedulable";
@@ -65,15 +68,9 @@ impl SchedulerPlugin for NodeUnschedulable {
             effect: TaintEffect::NoSchedule,
         };
         let tolerated = pod.tolerations.iter().any(|t| tolerates(t, &taint));
-        let mut v = Verdicts::with_capacity(max, candidates.len());
-        for &id in candidates {
-            if *self.nodes.get(id)? && !tolerated {
-                v.reject(id, ERR_REASON, true);
-            } else if v.accept(id) {
-                break;
-            }
-        }
-        Ok(v.finish())
+        self.nodes.filter(candidates, max, |_, &cordoned| {
+            (cordoned && !tolerated).then_some(&ERR_REASON)
+        })
     }
 }
 

@@ -196,20 +196,16 @@ impl SchedulerPlugin for TaintToleration {
             .into_iter()
             .filter(|t| t.effect.is_none_or(|e| e == TaintEffect::PreferNoSchedule))
             .collect();
-        let mut raw = Vec::with_capacity(candidates.len());
-        for &id in candidates {
-            let node = self.nodes.get(id)?;
-            let count = node
-                .soft
+        let raw = self.nodes.map(candidates, |_, node| {
+            node.soft
                 .iter()
                 .filter(|&&t| {
                     !tols
                         .iter()
                         .any(|tol| tol.tolerates(t, TaintEffect::PreferNoSchedule))
                 })
-                .count();
-            raw.push(count as i64);
-        }
+                .count() as i64
+        })?;
         Ok(normalize(&raw, true))
     }
 }

@@ -603,9 +603,12 @@ pub fn check_scores(candidates: &[NodeId], scores: &[u8]) -> Result<(), CallErro
             ),
         });
     }
-    if let Some(s) = scores.iter().find(|s| **s > 100) {
+    // The highest score decides; `max` runs many scores per instruction, a
+    // search for the first one above 100 one by one.
+    let highest = scores.iter().copied().max().unwrap_or(0);
+    if highest > 100 {
         return Err(CallError::Contract {
-            reason: format!("score {s} is above 100"),
+            reason: format!("score {highest} is above 100"),
         });
     }
     Ok(())
@@ -675,6 +678,25 @@ mod tests {
         assert!(all.pod_affinity.is_none() && all.pod_anti_affinity.is_none());
         assert!(all.topology_spread_constraints.is_none());
         assert!(all.init_containers.is_none() && all.overhead.is_none());
+    }
+
+    #[test]
+    fn a_score_answer_needs_one_score_in_0_to_100_per_candidate() {
+        let cands: Vec<NodeId> = (0..40).collect();
+        let mut scores = vec![100u8; 40];
+        check_scores(&cands, &scores).unwrap();
+        scores[33] = 101;
+        let err = check_scores(&cands, &scores).unwrap_err();
+        assert!(
+            matches!(&err, CallError::Contract { reason } if reason == "score 101 is above 100"),
+            "{err:?}"
+        );
+        scores[33] = 0;
+        let err = check_scores(&cands, &scores[..39]).unwrap_err();
+        assert!(
+            matches!(&err, CallError::Contract { reason } if reason.contains("39 scores for 40")),
+            "{err:?}"
+        );
     }
 
     #[test]

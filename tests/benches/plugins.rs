@@ -8,9 +8,14 @@
 //! 2. Cost of applying one node change (upsert of a node with 10 labels).
 //! 3. The same plugin in Rust, C, Python and JavaScript at 1,000 nodes.
 //! 4. Cold compile vs cached load of each language's component.
+//! 5. Each default plugin (real per-node work: taints, affinity, resources,
+//!    spreading) over 5,000 nodes for a pod that makes it filter and score:
+//!    the component vs the same crate native, both through the scheduler's
+//!    `ChainPlugin` interface.
 //!
 //! Run: `cargo bench -p trellis-tests --bench plugins` (after `cargo xtask plugins`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trellis_plugin_host::scheduler::{self as host, NodeId, SchedulerSession};
@@ -351,4 +356,189 @@ fn main() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+
+    default_plugins(&engine);
+}
+
+/// Section 5: each default plugin, Wasm vs native, per pod over 5,000 nodes.
+fn default_plugins(engine: &PluginEngine) {
+    use trellis_plugin_host::scheduler::k8s;
+    use trellis_scheduler::{ChainPlugin, WasmPlugin};
+    use trellis_tests::native::DEFAULT_PLUGINS;
+
+    let n = 5_000;
+    println!("\n== 5. each default plugin, {n} nodes, prepare + filter + score per pod (every candidate, no sampling) ==");
+    println!("(nodes as the scheduler benchmark's: 5 zones, ssd/hdd, 5 % NoSchedule and 5 % PreferNoSchedule taints, 2 % cordoned; 2 pods on every node;");
+    println!(" the pods have required and preferred node affinity, preferred pod affinity, required anti-affinity, zone and hostname spread)");
+    println!(
+        "{:<36} {:>12} {:>11} {:>11} {:>7}",
+        "plugin", "phases", "native p50", "wasm p50", "ratio"
+    );
+    let nodes: Vec<Arc<host::Node>> = (0..n).map(|i| Arc::new(rich_node(i))).collect();
+    let placed: Vec<Arc<host::PlacedPod>> = (0..2 * n)
+        .map(|i| Arc::new(k8s::placed_pod(&rich_pod(&format!("placed-{i}")))))
+        .collect();
+    // Two pods alternate, so that no `prepare` is skipped as a repeat.
+    let pods = [Arc::new(rich_pod("a")), Arc::new(rich_pod("b"))];
+    let ids: Vec<NodeId> = (0..n as NodeId).collect();
+    let (mut native_sum, mut wasm_sum) = (0.0, 0.0);
+    for p in DEFAULT_PLUGINS {
+        let wasm = load_scheduler(engine, p.crate_name, PluginSpec::new(p.crate_name));
+        let mut plugins: [Box<dyn ChainPlugin>; 2] = [
+            p.native("{}").expect("native plugin"),
+            Box::new(WasmPlugin::new(wasm)),
+        ];
+        for plugin in plugins.iter_mut() {
+            let tracks = plugin.info().tracks_pods;
+            for (i, node) in nodes.iter().enumerate() {
+                plugin.upsert_node(i as NodeId, node).expect("upsert");
+                if tracks {
+                    for pod in &placed[2 * i..2 * i + 2] {
+                        plugin.assume_pod(i as NodeId, pod).expect("assume");
+                    }
+                }
+            }
+        }
+        // One cycle as the chain runs it for a single plugin; returns the
+        // phases that ran and a checksum of the answers.
+        let cycle = |plugin: &mut Box<dyn ChainPlugin>, pod: &Arc<host::Pod>| {
+            let phases = plugin.prepare(pod).expect("prepare");
+            let mut sum = 0u64;
+            let mut feasible = ids.clone();
+            if phases.contains(host::Phases::FILTER) {
+                let r = plugin.filter(&ids, 0).expect("filter");
+                sum += r.rejected.len() as u64;
+                feasible = r.feasible;
+            }
+            if phases.contains(host::Phases::SCORE) {
+                let s = plugin.score(&feasible).expect("score");
+                sum += s.iter().map(|&x| x as u64).sum::<u64>();
+            }
+            sum = sum * 31 + feasible.len() as u64;
+            (phases, sum)
+        };
+        let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+        let mut sums = [0u64; 2];
+        let mut phases = host::Phases::empty();
+        for round in 0..24 {
+            for (k, plugin) in plugins.iter_mut().enumerate() {
+                for i in 0..10 {
+                    let pod = &pods[i % 2];
+                    let t = Instant::now();
+                    let (ph, sum) = cycle(plugin, pod);
+                    // The first rounds warm up.
+                    if round >= 4 {
+                        times[k].push(t.elapsed());
+                    }
+                    sums[k] = sums[k].wrapping_mul(7).wrapping_add(sum);
+                    phases = ph;
+                }
+            }
+        }
+        assert_eq!(
+            sums[0], sums[1],
+            "{}: wasm and native answered differently",
+            p.crate_name
+        );
+        let [native, wasm] = times.map(|t| us(stats(t).median));
+        native_sum += native;
+        wasm_sum += wasm;
+        let shown = [
+            (host::Phases::FILTER, "filter"),
+            (host::Phases::SCORE, "score"),
+        ]
+        .iter()
+        .filter(|(f, _)| phases.contains(*f))
+        .map(|(_, s)| *s)
+        .collect::<Vec<_>>()
+        .join("+");
+        println!(
+            "{:<36} {:>12} {:>9.1}µs {:>9.1}µs {:>6.2}x",
+            p.crate_name,
+            if shown.is_empty() { "skipped" } else { &shown },
+            native,
+            wasm,
+            wasm / native
+        );
+    }
+    println!(
+        "{:<36} {:>12} {:>9.1}µs {:>9.1}µs {:>6.2}x",
+        "all nine (sum of the medians)",
+        "",
+        native_sum,
+        wasm_sum,
+        wasm_sum / native_sum
+    );
+}
+
+/// A node as the scheduler benchmark's simulated ones: zone `i % 5`, 45 %
+/// `disktype=ssd` and 45 % `hdd`, 5 % tainted `dedicated=infra:NoSchedule`
+/// and 5 % `spot=true:PreferNoSchedule`, 2 % cordoned; 32 CPUs, 256Gi, 110
+/// pods; every third node holds the busybox image.
+fn rich_node(i: usize) -> host::Node {
+    let disk = match i % 20 {
+        0..=8 => "ssd",
+        9..=17 => "hdd",
+        _ => "none",
+    };
+    let taints = match i % 20 {
+        18 => serde_json::json!([{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]),
+        19 => serde_json::json!([{"key": "spot", "value": "true", "effect": "PreferNoSchedule"}]),
+        _ => serde_json::json!([]),
+    };
+    let images = if i % 3 == 0 {
+        serde_json::json!([{"names": ["docker.io/library/busybox:latest"], "sizeBytes": 4_000_000}])
+    } else {
+        serde_json::json!([])
+    };
+    let name = format!("node-{i:05}");
+    trellis_plugin_host::scheduler::k8s::node(&serde_json::json!({
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name,
+            "topology.kubernetes.io/zone": format!("zone-{}", i % 5),
+            "disktype": disk,
+        }},
+        "spec": {"taints": taints, "unschedulable": i % 50 == 25},
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "images": images,
+        }
+    }))
+    .expect("valid node")
+}
+
+/// A pod of app `bench` that every default plugin but node-name examines:
+/// requests, required (zones 0-3) and preferred (ssd) node affinity,
+/// preferred pod affinity to its app per zone, required anti-affinity to app
+/// `solo` per host, zone spread (DoNotSchedule) and host spread
+/// (ScheduleAnyway).
+fn rich_pod(name: &str) -> host::Pod {
+    let app = serde_json::json!({"matchLabels": {"app": "bench"}});
+    trellis_plugin_host::scheduler::k8s::pod(
+        &serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "labels": {"app": "bench"}},
+            "spec": {
+                "containers": [{"name": "c", "image": "docker.io/library/busybox:latest",
+                    "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}}}],
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["zone-0", "zone-1", "zone-2", "zone-3"]}]}]},
+                        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10, "preference": {"matchExpressions": [
+                            {"key": "disktype", "operator": "In", "values": ["ssd"]}]}}]
+                    },
+                    "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 5, "podAffinityTerm": {
+                        "labelSelector": app, "topologyKey": "topology.kubernetes.io/zone"}}]},
+                    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                        "labelSelector": {"matchLabels": {"app": "solo"}}, "topologyKey": "kubernetes.io/hostname"}]}
+                },
+                "topologySpreadConstraints": [
+                    {"maxSkew": 5, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": app},
+                    {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": app}
+                ]
+            }
+        }),
+        vec![],
+    )
+    .expect("valid pod")
 }

@@ -369,7 +369,7 @@ fn default_plugins(engine: &PluginEngine) {
     let n = 5_000;
     println!("\n== 5. each default plugin, {n} nodes, prepare + filter + score per pod (every candidate, no sampling) ==");
     println!("(nodes as the scheduler benchmark's: 5 zones, ssd/hdd, 5 % NoSchedule and 5 % PreferNoSchedule taints, 2 % cordoned; 2 pods on every node;");
-    println!(" the pods have required and preferred node affinity, preferred pod affinity, required anti-affinity, zone and hostname spread)");
+    println!(" the pods have required and preferred node affinity, preferred pod affinity, required anti-affinity, required zone spread, preferred zone and host spread)");
     println!(
         "{:<36} {:>12} {:>11} {:>11} {:>7}",
         "plugin", "phases", "native p50", "wasm p50", "ratio"
@@ -510,8 +510,8 @@ fn rich_node(i: usize) -> host::Node {
 /// A pod of app `bench` that every default plugin but node-name examines:
 /// requests, required (zones 0-3) and preferred (ssd) node affinity,
 /// preferred pod affinity to its app per zone, required anti-affinity to app
-/// `solo` per host, zone spread (DoNotSchedule) and host spread
-/// (ScheduleAnyway).
+/// `solo` per host, zone spread (DoNotSchedule) and host and zone spread
+/// (ScheduleAnyway, as upstream's default constraints).
 fn rich_pod(name: &str) -> host::Pod {
     let app = serde_json::json!({"matchLabels": {"app": "bench"}});
     trellis_plugin_host::scheduler::k8s::pod(
@@ -534,7 +534,8 @@ fn rich_pod(name: &str) -> host::Pod {
                 },
                 "topologySpreadConstraints": [
                     {"maxSkew": 5, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": app},
-                    {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": app}
+                    {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": app},
+                    {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": app}
                 ]
             }
         }),

@@ -24,7 +24,7 @@
 //! Config: `{}`, or `{"defaultingType": "List", "defaultConstraints": []}`;
 //! default constraints are refused since they need the pod's owners.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 use trellis_sdk::scheduler::*;
@@ -211,34 +211,19 @@ impl PodTopologySpread {
         }
     }
 
-    /// Matching pods per domain for each constraint, over eligible nodes; for
-    /// scoring, only domains already present in `domains` are counted.
-    fn count_domains<'a>(
-        &'a self,
-        pod: &Pod,
-        constraints: &[&TopologySpreadConstraint],
-        counts: &mut [HashMap<&'a str, i64>],
-        only_known: bool,
-    ) {
-        for (_, node) in self.nodes.iter() {
-            if !has_all_keys(&node.labels, constraints) || !required_affinity_matches(pod, node) {
-                continue;
+    /// Make sure the domain counts of `constraints` (all of one kind) for
+    /// `pod` are in the cache: kept from an earlier pod with the same
+    /// constraints and node eligibility rules, or counted now. Their key.
+    fn ensure_counts(&mut self, pod: &Pod, constraints: &[&TopologySpreadConstraint]) -> String {
+        let key = cache_key(pod, constraints);
+        if !self.cache.contains_key(&key) {
+            if self.cache.len() >= CACHE_ENTRIES {
+                self.cache.clear();
             }
-            for (i, c) in constraints.iter().enumerate() {
-                if only_known && c.topology_key == HOSTNAME {
-                    continue;
-                }
-                let value = label_value(&node.labels, &c.topology_key).unwrap_or_default();
-                let n = count_matching(&node.pods, c.label_selector.as_ref(), &pod.namespace);
-                if only_known {
-                    if let Some(v) = counts[i].get_mut(value) {
-                        *v += n;
-                    }
-                } else {
-                    *counts[i].entry(value).or_insert(0) += n;
-                }
-            }
+            let built = self.build_counts(pod, constraints);
+            self.cache.insert(key.clone(), built);
         }
+        key
     }
 }
 
@@ -361,14 +346,7 @@ impl SchedulerPlugin for PodTopologySpread {
             }
             return Ok(v.finish());
         }
-        let key = cache_key(pod, &hard);
-        if !self.cache.contains_key(&key) {
-            if self.cache.len() >= CACHE_ENTRIES {
-                self.cache.clear();
-            }
-            let built = self.build_counts(pod, &hard);
-            self.cache.insert(key.clone(), built);
-        }
+        let key = self.ensure_counts(pod, &hard);
         let counts = &self.cache[&key].counts;
         // (global minimum, 1 if the pod matches its own selector) per constraint.
         let prepared: Vec<(i64, i64)> = hard
@@ -427,9 +405,14 @@ impl SchedulerPlugin for PodTopologySpread {
             }
             return Ok(scores);
         }
+        // Matching pods per domain over every eligible node, counted once
+        // for the pods that share these constraints (hostname constraints
+        // count each node's own pods below).
+        let key = self.ensure_counts(pod, &soft);
+        let counts = &self.cache[&key].counts;
         // Domains present among the scored candidates, and which are ignored.
         let mut ignored = Vec::with_capacity(candidates.len());
-        let mut counts: Vec<HashMap<&str, i64>> = vec![HashMap::new(); soft.len()];
+        let mut present: Vec<HashSet<&str>> = vec![HashSet::new(); soft.len()];
         for &id in candidates {
             let node = self.nodes.get(id)?;
             let skip = !has_all_keys(&node.labels, &soft);
@@ -439,15 +422,15 @@ impl SchedulerPlugin for PodTopologySpread {
             }
             for (i, c) in soft.iter().enumerate() {
                 if c.topology_key != HOSTNAME {
-                    let value = label_value(&node.labels, &c.topology_key).unwrap_or_default();
-                    counts[i].entry(value).or_insert(0);
+                    present[i]
+                        .insert(label_value(&node.labels, &c.topology_key).unwrap_or_default());
                 }
             }
         }
         let scored = ignored.iter().filter(|s| !**s).count();
         let weights: Vec<f64> = soft
             .iter()
-            .zip(&counts)
+            .zip(&present)
             .map(|(c, m)| {
                 let size = if c.topology_key == HOSTNAME {
                     scored
@@ -457,11 +440,6 @@ impl SchedulerPlugin for PodTopologySpread {
                 ((size + 2) as f64).ln()
             })
             .collect();
-        // Hostname constraints count each node's own pods below; only
-        // other keys need the pass over every node.
-        if soft.iter().any(|c| c.topology_key != HOSTNAME) {
-            self.count_domains(pod, &soft, &mut counts, true);
-        }
         let mut raw = Vec::with_capacity(candidates.len());
         for (k, &id) in candidates.iter().enumerate() {
             if ignored[k] {
@@ -599,6 +577,17 @@ mod tests {
             let b = fresh.filter(&q, nodes, 0).unwrap();
             assert_eq!(a.feasible, b.feasible, "feasible for {:?}", q.labels);
             assert_eq!(a.rejected.len(), b.rejected.len());
+            // The same constraint as a preference: the same counts score.
+            let mut soft = q.clone();
+            soft.topology_spread_constraints[0].when_unsatisfiable =
+                UnsatisfiableAction::ScheduleAnyway;
+            let key = &soft.topology_spread_constraints[0].topology_key;
+            assert_eq!(
+                p.score(&soft, nodes).unwrap(),
+                fresh.score(&soft, nodes).unwrap(),
+                "scores for {:?} spread over {key}",
+                soft.labels
+            );
         }
     }
 
@@ -627,6 +616,7 @@ mod tests {
             pods.push((id, pod));
             same_as_fresh(&mut p, &pods, &nodes);
         }
+        // Filter and score share an entry per distinct constraint set.
         assert_eq!(p.cache.len(), 3, "one entry per distinct constraint set");
         // A pod moves (same uid), one leaves.
         let moved = placed("u0", "web", "default");

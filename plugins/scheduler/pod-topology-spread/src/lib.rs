@@ -48,7 +48,23 @@ struct Placed {
 struct NodeInfo {
     name: String,
     labels: Vec<Label>,
+    /// `labels` as interned (key, value) ids: the per-candidate loops look a
+    /// topology domain up by number.
+    ids: Vec<(u32, u32)>,
     pods: Vec<Placed>,
+}
+
+impl NodeInfo {
+    /// The value id of the label with key id `key`.
+    fn value(&self, key: Option<u32>) -> Option<u32> {
+        let key = key?;
+        self.ids.iter().find(|&&(k, _)| k == key).map(|&(_, v)| v)
+    }
+
+    /// Whether the node has a label of every key id in `keys`.
+    fn has_all(&self, keys: &[Option<u32>]) -> bool {
+        keys.iter().all(|&k| self.value(k).is_some())
+    }
 }
 
 /// The plugin.
@@ -57,10 +73,13 @@ pub struct PodTopologySpread {
     nodes: NodeTable<NodeInfo>,
     /// Which node each placed pod is on, for `forget-pod` and replacement.
     pod_nodes: HashMap<String, NodeId>,
-    /// Domain counts for the hard constraints pods have asked about, kept
+    /// Domain counts for the constraints pods have asked about, kept
     /// current as pods come and go, so that pods sharing constraints (the
     /// replicas of one workload) do not each recount every node and pod.
     cache: HashMap<String, Counts>,
+    /// Label keys and values as numbers. Ids are never reused, so it only
+    /// grows, by the distinct label strings the nodes ever had.
+    interner: Interner,
 }
 
 /// Most sets of constraints kept counted at once.
@@ -70,10 +89,10 @@ const CACHE_ENTRIES: usize = 64;
 struct Counts {
     namespace: String,
     selectors: Vec<Option<LabelSelector>>,
-    /// Per constraint: domain -> matching pods.
-    counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: domain (the label value's id) -> matching pods.
+    counts: Vec<HashMap<u32, i64>>,
     /// Eligible nodes and their domain per constraint.
-    domains: HashMap<NodeId, Vec<String>>,
+    domains: HashMap<NodeId, Vec<u32>>,
 }
 
 impl Counts {
@@ -87,7 +106,7 @@ impl Counts {
         };
         for (i, sel) in self.selectors.iter().enumerate() {
             if count_matching_one(sel.as_ref(), namespace, namespace, labels) {
-                *self.counts[i].entry(domains[i].clone()).or_insert(0) += delta;
+                *self.counts[i].entry(domains[i]).or_insert(0) += delta;
             }
         }
     }
@@ -165,13 +184,16 @@ fn required_affinity_matches(pod: &Pod, node: &NodeInfo) -> bool {
     }
 }
 
-fn has_all_keys(labels: &[Label], constraints: &[&TopologySpreadConstraint]) -> bool {
-    constraints
-        .iter()
-        .all(|c| label_value(labels, &c.topology_key).is_some())
-}
-
 impl PodTopologySpread {
+    /// The key id of each constraint's `topologyKey` (none: no node ever had
+    /// that label).
+    fn key_ids(&self, constraints: &[&TopologySpreadConstraint]) -> Vec<Option<u32>> {
+        constraints
+            .iter()
+            .map(|c| self.interner.get(&c.topology_key))
+            .collect()
+    }
+
     fn forget(&mut self, uid: &str) {
         if let Some(id) = self.pod_nodes.remove(uid) {
             if let Ok(n) = self.nodes.get_mut(id) {
@@ -188,18 +210,19 @@ impl PodTopologySpread {
     /// Count the hard constraints from scratch: every eligible node and
     /// every pod on it.
     fn build_counts(&self, pod: &Pod, hard: &[&TopologySpreadConstraint]) -> Counts {
-        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); hard.len()];
+        let keys = self.key_ids(hard);
+        let mut counts: Vec<HashMap<u32, i64>> = vec![HashMap::new(); hard.len()];
         let mut domains = HashMap::new();
         for (id, node) in self.nodes.iter() {
-            if !has_all_keys(&node.labels, hard) || !required_affinity_matches(pod, node) {
+            if !node.has_all(&keys) || !required_affinity_matches(pod, node) {
                 continue;
             }
             let mut mine = Vec::with_capacity(hard.len());
             for (i, c) in hard.iter().enumerate() {
-                let value = label_value(&node.labels, &c.topology_key).unwrap_or_default();
+                let value = node.value(keys[i]).expect("has every key");
                 let n = count_matching(&node.pods, c.label_selector.as_ref(), &pod.namespace);
-                *counts[i].entry(value.to_string()).or_insert(0) += n;
-                mine.push(value.to_string());
+                *counts[i].entry(value).or_insert(0) += n;
+                mine.push(value);
             }
             domains.insert(id, mine);
         }
@@ -267,6 +290,11 @@ impl SchedulerPlugin for PodTopologySpread {
     }
 
     fn upsert_node(&mut self, id: NodeId, node: Node) -> Result<(), PluginError> {
+        let ids = node
+            .labels
+            .iter()
+            .map(|l| (self.interner.intern(&l.key), self.interner.intern(&l.value)))
+            .collect();
         match self.nodes.get_mut(id) {
             // A replaced node keeps the pods assumed on it.
             Ok(n) => {
@@ -281,6 +309,7 @@ impl SchedulerPlugin for PodTopologySpread {
                 }
                 n.name = node.name;
                 n.labels = node.labels;
+                n.ids = ids;
             }
             Err(_) => {
                 self.cache.clear();
@@ -289,6 +318,7 @@ impl SchedulerPlugin for PodTopologySpread {
                     NodeInfo {
                         name: node.name,
                         labels: node.labels,
+                        ids,
                         pods: Vec::new(),
                     },
                 )
@@ -363,16 +393,17 @@ impl SchedulerPlugin for PodTopologySpread {
                 (min, own)
             })
             .collect();
+        let keys = self.key_ids(&hard);
         for &id in candidates {
             let node = self.nodes.get(id)?;
             let mut reason = None;
             for (i, c) in hard.iter().enumerate() {
-                let Some(value) = label_value(&node.labels, &c.topology_key) else {
+                let Some(value) = node.value(keys[i]) else {
                     reason = Some((MISSING_LABEL, true));
                     break;
                 };
                 let (min, own) = prepared[i];
-                let matching = counts[i].get(value).copied().unwrap_or(0);
+                let matching = counts[i].get(&value).copied().unwrap_or(0);
                 if matching + own - min > i64::from(c.max_skew) {
                     reason = Some((NOT_MATCH, false));
                     break;
@@ -412,18 +443,18 @@ impl SchedulerPlugin for PodTopologySpread {
         let counts = &self.cache[&key].counts;
         // Domains present among the scored candidates, and which are ignored.
         let mut ignored = Vec::with_capacity(candidates.len());
-        let mut present: Vec<HashSet<&str>> = vec![HashSet::new(); soft.len()];
+        let keys = self.key_ids(&soft);
+        let mut present: Vec<HashSet<u32>> = vec![HashSet::new(); soft.len()];
         for &id in candidates {
             let node = self.nodes.get(id)?;
-            let skip = !has_all_keys(&node.labels, &soft);
+            let skip = !node.has_all(&keys);
             ignored.push(skip);
             if skip {
                 continue;
             }
             for (i, c) in soft.iter().enumerate() {
                 if c.topology_key != HOSTNAME {
-                    present[i]
-                        .insert(label_value(&node.labels, &c.topology_key).unwrap_or_default());
+                    present[i].insert(node.value(keys[i]).expect("has every key"));
                 }
             }
         }
@@ -449,11 +480,11 @@ impl SchedulerPlugin for PodTopologySpread {
             let node = self.nodes.get(id)?;
             let mut s = 0.0f64;
             for (i, c) in soft.iter().enumerate() {
-                let value = label_value(&node.labels, &c.topology_key).unwrap_or_default();
                 let cnt = if c.topology_key == HOSTNAME {
                     count_matching(&node.pods, c.label_selector.as_ref(), &pod.namespace)
                 } else {
-                    counts[i].get(value).copied().unwrap_or(0)
+                    let value = node.value(keys[i]).expect("has every key");
+                    counts[i].get(&value).copied().unwrap_or(0)
                 };
                 s += cnt as f64 * weights[i] + f64::from(c.max_skew - 1);
             }

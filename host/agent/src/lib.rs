@@ -6,15 +6,16 @@
 //! probes run by probe plugins. It serves logs and exec to the API server.
 //!
 //! Layout of the data directory: `images/` (the image store, shared with
-//! `trellis image`), `network/` (addresses and namespaces), `pods/<uid>/`
-//! (one per pod: `pod.json`, `logs/`, `volumes/`, `containers/<id>/` root
-//! filesystems), and `run/`, a tmpfs the agent mounts for what lives only as
-//! long as the containers: `run/pods/<uid>/` holds the pod's shim (socket,
-//! state, libcontainer's state), `bundles/<id>/`, `etc-hosts` and
-//! `resolv.conf`. These files come and go with every container; on a tmpfs
-//! they cost no disk inode allocation (which, on ext4 without a journal,
-//! scans past every recently freed inode) and vanish on reboot with the
-//! containers they describe.
+//! `trellis image`), `pods/<uid>/` (one per pod: `pod.json`, `logs/`,
+//! `volumes/`, `containers/<id>/` root filesystems), and `run/`, a tmpfs the
+//! agent mounts for what lives only as long as the containers:
+//! `run/pods/<uid>/` holds the pod's shim (socket, state, libcontainer's
+//! state), `bundles/<id>/`, `etc-hosts` and `resolv.conf`; `run/network/`
+//! the pods' addresses and network namespace files (as `/run/netns` holds
+//! iproute2's). These files come and go with every pod; on a tmpfs they cost
+//! no disk inode allocation (which, on ext4 without a journal, scans past
+//! every recently freed inode) and vanish on reboot with the containers and
+//! namespaces they describe.
 
 pub mod env;
 mod events;
@@ -153,7 +154,7 @@ impl Agent {
         let net_cfg = trellis_network::NetworkConfig {
             bridge: cfg.bridge.clone(),
             pod_cidr: cfg.pod_cidr.clone(),
-            state_dir: cfg.data_dir.join("network"),
+            state_dir: network_dir(&cfg.data_dir),
             mtu: None,
         };
         let network =
@@ -236,6 +237,11 @@ pub(crate) fn pods_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("pods")
 }
 
+/// The pod network's state: addresses and namespace files (`run/network`).
+fn network_dir(data_dir: &Path) -> PathBuf {
+    run_dir(data_dir).join("network")
+}
+
 /// Where each pod has its runtime-state directory (`run/pods/<uid>`).
 pub(crate) fn run_pods_dir(data_dir: &Path) -> PathBuf {
     run_dir(data_dir).join("pods")
@@ -285,16 +291,17 @@ pub fn reset(cfg: &AgentConfig) -> Result<(), AgentError> {
         pod::release_pod(&images, &dir, &run_pods.join(&uid));
         std::fs::remove_dir_all(&dir).ok();
     }
+    // The network before the tmpfs its state lives on.
+    let net = trellis_network::PodNetwork::open(trellis_network::NetworkConfig {
+        bridge: cfg.bridge.clone(),
+        pod_cidr: cfg.pod_cidr.clone(),
+        state_dir: network_dir(&cfg.data_dir),
+        mtu: None,
+    })?;
+    net.destroy()?;
     if trellis_image::is_mount_point(&run).unwrap_or(false) {
         rustix::mount::unmount(&run, rustix::mount::UnmountFlags::DETACH).ok();
     }
     std::fs::remove_dir_all(&run).ok();
-    let net = trellis_network::PodNetwork::open(trellis_network::NetworkConfig {
-        bridge: cfg.bridge.clone(),
-        pod_cidr: cfg.pod_cidr.clone(),
-        state_dir: cfg.data_dir.join("network"),
-        mtu: None,
-    })?;
-    net.destroy()?;
     Ok(())
 }

@@ -22,10 +22,18 @@ struct Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // Stop the cluster, but keep its data directory until `reset` has
+        // read it: it lists the pods, shims and network to remove.
+        let dir = self.c.as_mut().and_then(|c| {
+            tempfile::tempdir()
+                .ok()
+                .map(|spare| std::mem::replace(&mut c.dir, spare))
+        });
         drop(self.c.take());
         if let Err(e) = trellis_agent::reset(&self.cfg) {
             eprintln!("cleaning up the test node: {e}");
         }
+        drop(dir);
     }
 }
 

@@ -24,11 +24,7 @@ impl Drop for Node {
     fn drop(&mut self) {
         // Stop the cluster, but keep its data directory until `reset` has
         // read it: it lists the pods, shims and network to remove.
-        let dir = self.c.as_mut().and_then(|c| {
-            tempfile::tempdir()
-                .ok()
-                .map(|spare| std::mem::replace(&mut c.dir, spare))
-        });
+        let dir = self.c.as_mut().map(Cluster::take_dir);
         drop(self.c.take());
         if let Err(e) = trellis_agent::reset(&self.cfg) {
             eprintln!("cleaning up the test node: {e}");
@@ -469,7 +465,7 @@ fn an_agent_restart_does_not_restart_containers() {
     // Stop the whole single-node cluster (API server, scheduler, agent).
     let mut c = n.c.take().unwrap();
     assert!(c.stop(), "trellis did not stop:\n{}", c.output());
-    let dir = std::mem::replace(&mut c.dir, tempfile::tempdir().unwrap());
+    let dir = c.take_dir();
     drop(c);
     n.c = Some(start_node(dir, &n.cfg));
     // The agent re-adopts the container: same id, same start, no restart.

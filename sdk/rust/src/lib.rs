@@ -19,10 +19,10 @@
 //!     }
 //!     fn remove_node(&mut self, id: NodeId) { self.linux.remove(id); }
 //!     fn filter(&mut self, _pod: &Pod, candidates: &[NodeId], max: u32) -> Result<FilterResult, PluginError> {
-//!         self.linux.filter(candidates, max, |_, &linux| (!linux).then_some(&NOT_LINUX))
+//!         self.linux.filter(candidates, max, |&linux| (!linux).then_some(&NOT_LINUX))
 //!     }
 //! }
-//! const NOT_LINUX: Refusal = Refusal { message: "node(s) are not Linux", unresolvable: true };
+//! const NOT_LINUX: Refusal = Refusal::unresolvable("node(s) are not Linux");
 //! trellis_sdk::export_scheduler!(OnlyLinux);
 //! ```
 //!

@@ -337,29 +337,29 @@ impl<T> NodeTable<T> {
             .filter_map(|(i, v)| v.as_ref().map(|v| (i as NodeId, v)))
     }
 
-    /// `f` of each candidate and its entry, in candidate order (a score per
+    /// `f` of each candidate's entry, in candidate order (a score per
     /// candidate, say); `invalid-input` for an unknown id.
     ///
     /// The per-pod loop that costs least in a Wasm guest: see [`UNROLL`].
     pub fn map<U: Copy + Default>(
         &self,
         candidates: &[NodeId],
-        mut f: impl FnMut(NodeId, &T) -> U,
+        mut f: impl FnMut(&T) -> U,
     ) -> Result<Vec<U>, PluginError> {
         let mut out = vec![U::default(); candidates.len()];
         let mut ids = candidates.chunks_exact(UNROLL);
         let mut outs = out.chunks_exact_mut(UNROLL);
         for (ids, outs) in ids.by_ref().zip(outs.by_ref()) {
-            unrolled!(k => outs[k] = f(ids[k], self.get(ids[k])?));
+            unrolled!(k => outs[k] = f(self.get(ids[k])?));
         }
         for (&id, o) in ids.remainder().iter().zip(outs.into_remainder()) {
-            *o = f(id, self.get(id)?);
+            *o = f(self.get(id)?);
         }
         Ok(out)
     }
 
     /// Filter verdicts for the candidates: `refuse` answers `None` for a
-    /// feasible node and the [`Refusal`] of one it refuses. Stops after
+    /// feasible node's entry and the [`Refusal`] of one it refuses. Stops after
     /// `max_feasible` feasible nodes (0 = never), as [`Verdicts`] does;
     /// `invalid-input` for an unknown id. For refusals whose message is built
     /// per node, use [`Verdicts`].
@@ -369,7 +369,7 @@ impl<T> NodeTable<T> {
         &self,
         candidates: &[NodeId],
         max_feasible: u32,
-        mut refuse: impl FnMut(NodeId, &T) -> Option<&'static Refusal>,
+        mut refuse: impl FnMut(&T) -> Option<&'static Refusal>,
     ) -> Result<FilterResult, PluginError> {
         let limit = match max_feasible {
             0 => usize::MAX,
@@ -389,7 +389,7 @@ impl<T> NodeTable<T> {
             macro_rules! one {
                 ($scan:lifetime, $id:expr) => {{
                     let id = $id;
-                    match refuse(id, self.get(id)?) {
+                    match refuse(self.get(id)?) {
                         None => {
                             fs[nf].write(id);
                             nf += 1;
@@ -442,6 +442,25 @@ pub struct Refusal {
     pub message: &'static str,
     /// Preemption on the node would not help.
     pub unresolvable: bool,
+}
+
+impl Refusal {
+    /// A refusal that preemption on the node could not lift (a label, a
+    /// taint, a name the node does not have).
+    pub const fn unresolvable(message: &'static str) -> Self {
+        Self {
+            message,
+            unresolvable: true,
+        }
+    }
+
+    /// A refusal that preempting pods on the node might lift.
+    pub const fn resolvable(message: &'static str) -> Self {
+        Self {
+            message,
+            unresolvable: false,
+        }
+    }
 }
 
 /// The filter answer for `feasible` and `refused`, each refusal's reason
@@ -752,14 +771,8 @@ mod tests {
         assert_eq!(t.len(), 1);
     }
 
-    const FAR: Refusal = Refusal {
-        message: "node(s) too far",
-        unresolvable: true,
-    };
-    const FULL: Refusal = Refusal {
-        message: "node(s) full",
-        unresolvable: false,
-    };
+    const FAR: Refusal = Refusal::unresolvable("node(s) too far");
+    const FULL: Refusal = Refusal::resolvable("node(s) full");
 
     /// A filter answer in comparable parts.
     #[allow(clippy::type_complexity)]
@@ -789,11 +802,11 @@ mod tests {
         // Every length around the unrolled chunks, in a shuffled order.
         for n in 0..40u32 {
             let cands: Vec<NodeId> = (0..n).map(|i| (i * 7 + 3) % 40).collect();
-            let out = t.map(&cands, |id, v| (id * 1000 + v) as u64).unwrap();
-            let want: Vec<u64> = cands.iter().map(|&i| (i * 1001) as u64).collect();
+            let out = t.map(&cands, |v| (v * 1000) as u64).unwrap();
+            let want: Vec<u64> = cands.iter().map(|&i| (i * 1000) as u64).collect();
             assert_eq!(out, want, "{n} candidates");
         }
-        let err = t.map(&[1, 2, 3, 4, 5, 6, 7, 8, 99], |_, v| *v).unwrap_err();
+        let err = t.map(&[1, 2, 3, 4, 5, 6, 7, 8, 99], |v| *v).unwrap_err();
         assert!(
             matches!(&err, PluginError::InvalidInput(m) if m.contains("99")),
             "{err:?}"
@@ -804,7 +817,7 @@ mod tests {
     fn node_table_filter_agrees_with_verdicts() {
         let t = table(40);
         // Multiples of 3 are too far, multiples of 5 (and not 3) are full.
-        let refuse = |_: NodeId, v: &u32| match (v % 3, v % 5) {
+        let refuse = |v: &u32| match (v % 3, v % 5) {
             (0, _) => Some(&FAR),
             (_, 0) => Some(&FULL),
             _ => None,
@@ -814,7 +827,7 @@ mod tests {
             for max in [0, 1, 2, 7, 8, 9, 17, 40] {
                 let mut v = Verdicts::with_capacity(max, cands.len());
                 for &id in &cands {
-                    match refuse(id, t.get(id).unwrap()) {
+                    match refuse(t.get(id).unwrap()) {
                         Some(r) => v.reject(id, r.message, r.unresolvable),
                         None if v.accept(id) => break,
                         None => {}
@@ -833,7 +846,7 @@ mod tests {
         let far_too = Box::leak(Box::new(FAR));
         let cands: Vec<NodeId> = (0..20).collect();
         let r = t
-            .filter(&cands, 0, |id, _| match id % 4 {
+            .filter(&cands, 0, |&v| match v % 4 {
                 0 => Some(&FAR),
                 1 => Some(far_too),
                 2 => Some(&FULL),
@@ -849,7 +862,7 @@ mod tests {
             .iter()
             .all(|x| x.reason == u32::from(x.node % 4 == 2)));
         assert_eq!(r.feasible, vec![3, 7, 11, 15, 19]);
-        let err = t.filter(&[0, 1, 55], 0, |_, _| None).unwrap_err();
+        let err = t.filter(&[0, 1, 55], 0, |_| None).unwrap_err();
         assert!(
             matches!(&err, PluginError::InvalidInput(m) if m.contains("55")),
             "{err:?}"

@@ -9,10 +9,7 @@
 use trellis_sdk::scheduler::*;
 
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
-const MAINTENANCE: Refusal = Refusal {
-    message: "node(s) under maintenance",
-    unresolvable: true,
-};
+const MAINTENANCE: Refusal = Refusal::unresolvable("node(s) under maintenance");
 
 /// What the plugin keeps per node.
 #[derive(Debug, Clone, Copy)]
@@ -93,13 +90,12 @@ impl SchedulerPlugin for ZoneMaintenance {
         candidates: &[NodeId],
         max: u32,
     ) -> Result<FilterResult, PluginError> {
-        self.nodes.filter(candidates, max, |_, n| {
-            n.maintenance.then_some(&MAINTENANCE)
-        })
+        self.nodes
+            .filter(candidates, max, |n| n.maintenance.then_some(&MAINTENANCE))
     }
 
     fn score(&mut self, _pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {
-        self.nodes.map(candidates, |_, n| n.score)
+        self.nodes.map(candidates, |n| n.score)
     }
 }
 

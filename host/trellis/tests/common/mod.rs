@@ -335,6 +335,13 @@ impl Cluster {
         }
         false
     }
+
+    /// The data directory, taken out (an empty one takes its place), so
+    /// that it outlives the cluster: to restart on it, or to clean up what
+    /// it describes after the cluster stopped.
+    pub fn take_dir(&mut self) -> tempfile::TempDir {
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("a temp dir"))
+    }
 }
 
 extern "C" {

@@ -156,7 +156,7 @@ impl SchedulerPlugin for ImageLocality {
     fn score(&mut self, _pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {
         let containers = self.containers;
         let wanted = &self.wanted;
-        self.nodes.map(candidates, |_, held| {
+        self.nodes.map(candidates, |held| {
             let sum: i64 = wanted
                 .iter()
                 .filter(|(img, _)| held.binary_search(img).is_ok())

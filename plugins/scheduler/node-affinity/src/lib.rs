@@ -27,20 +27,13 @@ use trellis_sdk::scheduler::*;
 use trellis_sdk::{NodeSelectorTerm, PreferredSchedulingTerm, Requirement, SelectorOperator};
 
 /// Upstream's `ErrReasonPod`.
-const ERR_REASON_POD: Refusal = refusal("node(s) didn't match Pod's node affinity/selector");
+const ERR_REASON_POD: Refusal =
+    Refusal::unresolvable("node(s) didn't match Pod's node affinity/selector");
 /// Upstream's `errReasonEnforced`.
 const ERR_REASON_ENFORCED: Refusal =
-    refusal("node(s) didn't match scheduler-enforced node affinity");
+    Refusal::unresolvable("node(s) didn't match scheduler-enforced node affinity");
 /// Upstream's `errReasonConflict`.
-const ERR_REASON_CONFLICT: Refusal = refusal("pod affinity terms conflict");
-
-/// Every refusal of this plugin: preemption cannot change a node's labels.
-const fn refusal(message: &'static str) -> Refusal {
-    Refusal {
-        message,
-        unresolvable: true,
-    }
-}
+const ERR_REASON_CONFLICT: Refusal = Refusal::unresolvable("pod affinity terms conflict");
 /// The only node field a `matchFields` requirement can name.
 const NAME_FIELD: &str = "metadata.name";
 
@@ -531,7 +524,7 @@ impl SchedulerPlugin for NodeAffinity {
             // Upstream fails the pod in PreFilter: no node is examined.
             return self
                 .nodes
-                .filter(candidates, max, |_, _| Some(&ERR_REASON_CONFLICT));
+                .filter(candidates, max, |_| Some(&ERR_REASON_CONFLICT));
         }
         let added = self
             .added_required
@@ -539,7 +532,7 @@ impl SchedulerPlugin for NodeAffinity {
             .map(|t| self.compile_required(t));
         let selector = self.compile_selector(&pod.node_selector);
         let terms = (!required.is_empty()).then(|| self.compile_required(required));
-        self.nodes.filter(candidates, max, |_, node| {
+        self.nodes.filter(candidates, max, |node| {
             if added
                 .as_ref()
                 .is_some_and(|a| !a.iter().any(|t| t.matches(node)))
@@ -566,7 +559,7 @@ impl SchedulerPlugin for NodeAffinity {
             self.compile_preferred(&a.preferred, &mut terms)
                 .map_err(PluginError::InvalidInput)?;
         }
-        let raw = self.nodes.map(candidates, |_, node| {
+        let raw = self.nodes.map(candidates, |node| {
             terms
                 .iter()
                 .filter(|(_, t)| t.matches(node))

@@ -7,10 +7,7 @@
 use trellis_sdk::scheduler::*;
 
 /// Upstream's `ErrReason`.
-const ERR_REASON: Refusal = Refusal {
-    message: "node(s) didn't match the requested node name",
-    unresolvable: true,
-};
+const ERR_REASON: Refusal = Refusal::unresolvable("node(s) didn't match the requested node name");
 
 /// The plugin: the interned name of every node.
 #[derive(Default)]
@@ -54,7 +51,7 @@ impl SchedulerPlugin for NodeName {
     ) -> Result<FilterResult, PluginError> {
         // `None`: no restriction. `Some(None)`: a name no node ever had.
         let wanted = pod.node_name.as_deref().map(|n| self.names.get(n));
-        self.nodes.filter(candidates, max, |_, &name| match wanted {
+        self.nodes.filter(candidates, max, |&name| match wanted {
             Some(w) if w != Some(name) => Some(&ERR_REASON),
             _ => None,
         })

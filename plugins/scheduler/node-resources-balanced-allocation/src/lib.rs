@@ -219,10 +219,10 @@ impl SchedulerPlugin for BalancedAllocation {
             .collect();
         // Best effort: upstream skips the plugin, which scores every node 0.
         if plan.iter().all(|&(_, _, req)| req == 0) {
-            return self.nodes.map(candidates, |_, _| 0);
+            return self.nodes.map(candidates, |_| 0);
         }
         let mut fractions = Vec::with_capacity(plan.len());
-        self.nodes.map(candidates, |_, n| {
+        self.nodes.map(candidates, |n| {
             fractions.clear();
             for &(kind, sid, req) in &plan {
                 if matches!(kind, Kind::Ignored) || (matches!(kind, Kind::Scalar(_)) && req == 0) {

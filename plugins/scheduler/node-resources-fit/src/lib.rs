@@ -448,7 +448,7 @@ impl SchedulerPlugin for NodeResourcesFit {
             })
             .collect();
         let strategy = self.strategy;
-        self.nodes.map(candidates, |_, n| {
+        self.nodes.map(candidates, |n| {
             let (mut total, mut weights) = (0i64, 0i64);
             for &(kind, sid, weight, req) in &plan {
                 let (alloc, requested) = match kind {

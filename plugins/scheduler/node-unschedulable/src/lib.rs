@@ -6,10 +6,7 @@ use trellis_sdk::scheduler::*;
 use trellis_sdk::taints::tolerates;
 
 /// Upstream's `ErrReasonUnschedulable`.
-const ERR_REASON: Refusal = Refusal {
-    message: "node(s) were unschedulable",
-    unresolvable: true,
-};
+const ERR_REASON: Refusal = Refusal::unresolvable("node(s) were unschedulable");
 
 /// The taint a pod must tolerate to land on a cordoned node (`v1.TaintNodeUnschedulable`).
 const TAINT_KEY: &str = "node.kubernetes.io/unschedulable";
@@ -68,7 +65,7 @@ impl SchedulerPlugin for NodeUnschedulable {
             effect: TaintEffect::NoSchedule,
         };
         let tolerated = pod.tolerations.iter().any(|t| tolerates(t, &taint));
-        self.nodes.filter(candidates, max, |_, &cordoned| {
+        self.nodes.filter(candidates, max, |&cordoned| {
             (cordoned && !tolerated).then_some(&ERR_REASON)
         })
     }

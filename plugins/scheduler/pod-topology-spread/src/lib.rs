@@ -31,9 +31,11 @@ use trellis_sdk::scheduler::*;
 use trellis_sdk::selectors::{node_selector_matches, node_selector_term_matches, selector_matches};
 use trellis_sdk::{LabelSelector, TopologySpreadConstraint, UnsatisfiableAction};
 
-const NOT_MATCH: &str = "node(s) didn't match pod topology spread constraints";
-const MISSING_LABEL: &str =
-    "node(s) didn't match pod topology spread constraints (missing required label)";
+const NOT_MATCH: Refusal =
+    Refusal::resolvable("node(s) didn't match pod topology spread constraints");
+const MISSING_LABEL: Refusal = Refusal::unresolvable(
+    "node(s) didn't match pod topology spread constraints (missing required label)",
+);
 const HOSTNAME: &str = "kubernetes.io/hostname";
 
 /// A pod placed on a node, as far as spreading cares.
@@ -207,18 +209,18 @@ impl PodTopologySpread {
         }
     }
 
-    /// Count the hard constraints from scratch: every eligible node and
-    /// every pod on it.
-    fn build_counts(&self, pod: &Pod, hard: &[&TopologySpreadConstraint]) -> Counts {
-        let keys = self.key_ids(hard);
-        let mut counts: Vec<HashMap<u32, i64>> = vec![HashMap::new(); hard.len()];
+    /// Count `constraints` (all of one kind) from scratch: every eligible
+    /// node and every pod on it.
+    fn build_counts(&self, pod: &Pod, constraints: &[&TopologySpreadConstraint]) -> Counts {
+        let keys = self.key_ids(constraints);
+        let mut counts: Vec<HashMap<u32, i64>> = vec![HashMap::new(); constraints.len()];
         let mut domains = HashMap::new();
         for (id, node) in self.nodes.iter() {
             if !node.has_all(&keys) || !required_affinity_matches(pod, node) {
                 continue;
             }
-            let mut mine = Vec::with_capacity(hard.len());
-            for (i, c) in hard.iter().enumerate() {
+            let mut mine = Vec::with_capacity(constraints.len());
+            for (i, c) in constraints.iter().enumerate() {
                 let value = node.value(keys[i]).expect("has every key");
                 let n = count_matching(&node.pods, c.label_selector.as_ref(), &pod.namespace);
                 *counts[i].entry(value).or_insert(0) += n;
@@ -228,7 +230,10 @@ impl PodTopologySpread {
         }
         Counts {
             namespace: pod.namespace.clone(),
-            selectors: hard.iter().map(|c| c.label_selector.clone()).collect(),
+            selectors: constraints
+                .iter()
+                .map(|c| c.label_selector.clone())
+                .collect(),
             counts,
             domains,
         }
@@ -298,13 +303,8 @@ impl SchedulerPlugin for PodTopologySpread {
         match self.nodes.get_mut(id) {
             // A replaced node keeps the pods assumed on it.
             Ok(n) => {
-                let same = n.name == node.name
-                    && n.labels.len() == node.labels.len()
-                    && n.labels
-                        .iter()
-                        .zip(&node.labels)
-                        .all(|(a, b)| a.key == b.key && a.value == b.value);
-                if !same {
+                // Equal ids are equal labels.
+                if n.name != node.name || n.ids != ids {
                     self.cache.clear();
                 }
                 n.name = node.name;
@@ -366,15 +366,8 @@ impl SchedulerPlugin for PodTopologySpread {
             .iter()
             .filter(|c| c.when_unsatisfiable == UnsatisfiableAction::DoNotSchedule)
             .collect();
-        let mut v = Verdicts::with_capacity(max_feasible, candidates.len());
         if hard.is_empty() {
-            for &id in candidates {
-                self.nodes.get(id)?;
-                if v.accept(id) {
-                    break;
-                }
-            }
-            return Ok(v.finish());
+            return self.nodes.filter(candidates, max_feasible, |_| None);
         }
         let key = self.ensure_counts(pod, &hard);
         let counts = &self.cache[&key].counts;
@@ -394,31 +387,19 @@ impl SchedulerPlugin for PodTopologySpread {
             })
             .collect();
         let keys = self.key_ids(&hard);
-        for &id in candidates {
-            let node = self.nodes.get(id)?;
-            let mut reason = None;
+        self.nodes.filter(candidates, max_feasible, |node| {
             for (i, c) in hard.iter().enumerate() {
                 let Some(value) = node.value(keys[i]) else {
-                    reason = Some((MISSING_LABEL, true));
-                    break;
+                    return Some(&MISSING_LABEL);
                 };
                 let (min, own) = prepared[i];
                 let matching = counts[i].get(&value).copied().unwrap_or(0);
                 if matching + own - min > i64::from(c.max_skew) {
-                    reason = Some((NOT_MATCH, false));
-                    break;
+                    return Some(&NOT_MATCH);
                 }
             }
-            match reason {
-                Some((r, unresolvable)) => v.reject(id, r, unresolvable),
-                None => {
-                    if v.accept(id) {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(v.finish())
+            None
+        })
     }
 
     fn score(&mut self, pod: &Pod, candidates: &[NodeId]) -> Result<Vec<u8>, PluginError> {

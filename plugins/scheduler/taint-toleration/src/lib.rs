@@ -196,7 +196,7 @@ impl SchedulerPlugin for TaintToleration {
             .into_iter()
             .filter(|t| t.effect.is_none_or(|e| e == TaintEffect::PreferNoSchedule))
             .collect();
-        let raw = self.nodes.map(candidates, |_, node| {
+        let raw = self.nodes.map(candidates, |node| {
             node.soft
                 .iter()
                 .filter(|&&t| {

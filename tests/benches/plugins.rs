@@ -228,6 +228,8 @@ fn main() {
         );
     }
 
+    chain_example(&engine);
+
     println!("\n== 2. one node change (upsert of a node with 10 labels), 5,000 nodes known ==");
     {
         let nodes: Vec<host::Node> = (0..5_000).map(host_node).collect();
@@ -399,48 +401,7 @@ fn default_plugins(engine: &PluginEngine) {
                 }
             }
         }
-        // One cycle as the chain runs it for a single plugin; returns the
-        // phases that ran and a checksum of the answers.
-        let cycle = |plugin: &mut Box<dyn ChainPlugin>, pod: &Arc<host::Pod>| {
-            let phases = plugin.prepare(pod).expect("prepare");
-            let mut sum = 0u64;
-            let mut feasible = ids.clone();
-            if phases.contains(host::Phases::FILTER) {
-                let r = plugin.filter(&ids, 0).expect("filter");
-                sum += r.rejected.len() as u64;
-                feasible = r.feasible;
-            }
-            if phases.contains(host::Phases::SCORE) {
-                let s = plugin.score(&feasible).expect("score");
-                sum += s.iter().map(|&x| x as u64).sum::<u64>();
-            }
-            sum = sum * 31 + feasible.len() as u64;
-            (phases, sum)
-        };
-        let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
-        let mut sums = [0u64; 2];
-        let mut phases = host::Phases::empty();
-        for round in 0..24 {
-            for (k, plugin) in plugins.iter_mut().enumerate() {
-                for i in 0..10 {
-                    let pod = &pods[i % 2];
-                    let t = Instant::now();
-                    let (ph, sum) = cycle(plugin, pod);
-                    // The first rounds warm up.
-                    if round >= 4 {
-                        times[k].push(t.elapsed());
-                    }
-                    sums[k] = sums[k].wrapping_mul(7).wrapping_add(sum);
-                    phases = ph;
-                }
-            }
-        }
-        assert_eq!(
-            sums[0], sums[1],
-            "{}: wasm and native answered differently",
-            p.crate_name
-        );
-        let [native, wasm] = times.map(|t| us(stats(t).median));
+        let (native, wasm, phases) = chain_pair(p.crate_name, &mut plugins, &pods, &ids);
         native_sum += native;
         wasm_sum += wasm;
         let shown = [
@@ -469,6 +430,97 @@ fn default_plugins(engine: &PluginEngine) {
         wasm_sum,
         wasm_sum / native_sum
     );
+}
+
+/// Section 1's plugin at 5,000 nodes as the scheduler runs it: the component
+/// and the same crate native, both behind the scheduler's `ChainPlugin`
+/// interface (section 5's method), so the native side too pays for what a
+/// chain does with the answers.
+fn chain_example(engine: &PluginEngine) {
+    use trellis_scheduler::{ChainPlugin, WasmPlugin};
+    let n = 5_000;
+    let nodes: Vec<Arc<host::Node>> = (0..n).map(|i| Arc::new(host_node(i))).collect();
+    let wasm = load_scheduler(
+        engine,
+        "zone-maintenance",
+        PluginSpec::new("zones").config(CONFIG),
+    );
+    let native =
+        trellis_tests::native::NativePlugin::<ZoneMaintenance>::new(CONFIG).expect("native plugin");
+    let mut plugins: [Box<dyn ChainPlugin>; 2] =
+        [Box::new(native), Box::new(WasmPlugin::new(wasm))];
+    for plugin in plugins.iter_mut() {
+        for (i, node) in nodes.iter().enumerate() {
+            plugin.upsert_node(i as NodeId, node).expect("upsert");
+        }
+    }
+    let pods = [
+        Arc::new(trellis_tests::pod("a")),
+        Arc::new(trellis_tests::pod("b")),
+    ];
+    let ids: Vec<NodeId> = (0..n as NodeId).collect();
+    let (native, wasm, _) = chain_pair("zone-maintenance", &mut plugins, &pods, &ids);
+    println!(
+        "\n   through the scheduler's ChainPlugin (section 5's method), {n} nodes, all: native {native:.2}µs, wasm {wasm:.2}µs, ratio {:.2}x",
+        wasm / native
+    );
+}
+
+/// Prepare + filter + score per pod through the scheduler's `ChainPlugin`
+/// interface, for the native plugin (`plugins[0]`) and its component
+/// (`plugins[1]`) alternately, the two `pods` in turn (so that no `prepare` is
+/// skipped as a repeat); asserts they answer alike. Returns the medians in
+/// µs (native, wasm) and the phases that ran.
+fn chain_pair(
+    name: &str,
+    plugins: &mut [Box<dyn trellis_scheduler::ChainPlugin>; 2],
+    pods: &[Arc<host::Pod>; 2],
+    ids: &[NodeId],
+) -> (f64, f64, host::Phases) {
+    use trellis_scheduler::ChainPlugin;
+    // One cycle as the chain runs it for a single plugin; returns the
+    // phases that ran and a checksum of the answers.
+    let cycle = |plugin: &mut Box<dyn ChainPlugin>, pod: &Arc<host::Pod>| {
+        let phases = plugin.prepare(pod).expect("prepare");
+        let mut sum = 0u64;
+        let mut feasible = ids.to_vec();
+        if phases.contains(host::Phases::FILTER) {
+            let r = plugin.filter(ids, 0).expect("filter");
+            sum += r.rejected.len() as u64;
+            feasible = r.feasible;
+        }
+        if phases.contains(host::Phases::SCORE) {
+            let s = plugin.score(&feasible).expect("score");
+            sum += s.iter().map(|&x| x as u64).sum::<u64>();
+        }
+        sum = sum * 31 + feasible.len() as u64;
+        (phases, sum)
+    };
+    let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut sums = [0u64; 2];
+    let mut phases = host::Phases::empty();
+    for round in 0..24 {
+        for (k, plugin) in plugins.iter_mut().enumerate() {
+            for i in 0..10 {
+                let pod = &pods[i % 2];
+                let t = Instant::now();
+                let (ph, sum) = cycle(plugin, pod);
+                // The first rounds warm up.
+                if round >= 4 {
+                    times[k].push(t.elapsed());
+                }
+                sums[k] = sums[k].wrapping_mul(7).wrapping_add(sum);
+                phases = ph;
+            }
+        }
+    }
+    assert_eq!(
+        sums[0], sums[1],
+        "{}: wasm and native answered differently",
+        name
+    );
+    let [native, wasm] = times.map(|t| us(stats(t).median));
+    (native, wasm, phases)
 }
 
 /// A node as the scheduler benchmark's simulated ones: zone `i % 5`, 45 %

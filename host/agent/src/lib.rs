@@ -7,7 +7,9 @@
 //!
 //! Layout of the data directory: `images/` (the image store, shared with
 //! `trellis image`), `pods/<uid>/` (one per pod: `pod.json`, `logs/`,
-//! `volumes/`, `containers/<id>/` root filesystems), and `run/`, a tmpfs the
+//! `volumes/`, `containers/<id>/` root filesystems, staged by the agent and
+//! mounted by the pod's shim in its own mount namespace, so that the node's
+//! mount table does not grow with its containers), and `run/`, a tmpfs the
 //! agent mounts for what lives only as long as the containers:
 //! `run/pods/<uid>/` holds the pod's shim (socket, state, libcontainer's
 //! state), `bundles/<id>/`, `etc-hosts` and `resolv.conf`; `run/network/`

@@ -42,26 +42,34 @@ impl ImageStore {
     /// (shared, never written) and whose upper and work directories are
     /// `dir/upper` and `dir/work`. Writes land in `dir/upper` only.
     ///
-    /// The snapshot is unpacked on first use. Idempotent: when `dir/rootfs`
-    /// is already mounted (say, the agent restarted and re-adopts a
-    /// container) it is returned as is. Needs root (mount).
+    /// [`ImageStore::stage_rootfs`] then [`mount_rootfs`], in this process's
+    /// mount namespace. Idempotent: when `dir/rootfs` is already mounted (say,
+    /// the agent restarted and re-adopts a container) it is returned as is.
+    /// Needs root (mount).
     pub fn prepare_rootfs(&self, image: &Image, dir: &Path) -> Result<PathBuf, ImageError> {
+        let dir = self.stage_rootfs(image, dir)?;
+        mount_rootfs(&dir)
+    }
+
+    /// Everything [`ImageStore::prepare_rootfs`] does but the mount: unpacks
+    /// the image's snapshot on first use, makes `dir/rootfs`, `dir/upper`,
+    /// `dir/work` and the `dir/lower` symlink to the snapshot, and returns
+    /// `dir` canonical. [`mount_rootfs`] mounts it, in whichever mount
+    /// namespace the container is made from: the agent's shim mounts it in
+    /// its own, so the node's mount table does not grow with its containers.
+    /// Until [`ImageStore::release_rootfs`], garbage collection keeps the
+    /// snapshot, mounted or not (`users/<snapshot>/` names `dir`).
+    pub fn stage_rootfs(&self, image: &Image, dir: &Path) -> Result<PathBuf, ImageError> {
         fs::create_dir_all(dir).ctx(|| format!("cannot create {}", dir.display()))?;
         let dir = dir
             .canonicalize()
             .ctx(|| format!("cannot resolve {}", dir.display()))?;
-        let rootfs = dir.join("rootfs");
-        if is_mount_point(&rootfs).unwrap_or(false) {
-            return Ok(rootfs);
-        }
-        // Shared: garbage collection waits until the snapshot is mounted,
+        // Shared: garbage collection waits until the snapshot has its user,
         // which then keeps it.
         let _gc = self.lock("gc.lock", false)?;
         let lower = self.ensure_snapshot(image)?;
-        let upper = dir.join("upper");
-        let work = dir.join("work");
-        for d in [&rootfs, &upper, &work] {
-            fs::create_dir_all(d).ctx(|| format!("cannot create {}", d.display()))?;
+        for d in ["rootfs", "upper", "work"].map(|d| dir.join(d)) {
+            fs::create_dir_all(&d).ctx(|| format!("cannot create {}", d.display()))?;
         }
         let link = dir.join(LOWER_LINK);
         match fs::read_link(&link) {
@@ -72,12 +80,51 @@ impl ImageStore {
                     .ctx(|| format!("cannot create {}", link.display()))?;
             }
         }
-        mount_relative(&dir).map_err(|e| ImageError::Mount {
-            target: rootfs.clone(),
-            error: e.into(),
-        })?;
-        tracing::debug!(rootfs = %rootfs.display(), image = %image.id, "root filesystem mounted");
-        Ok(rootfs)
+        let user = self.user_link(&lower, &dir);
+        if fs::read_link(&user).ok().as_deref() != Some(dir.as_path()) {
+            let parent = user.parent().expect("a user link has a parent");
+            fs::create_dir_all(parent).ctx(|| format!("cannot create {}", parent.display()))?;
+            let _ = fs::remove_file(&user);
+            std::os::unix::fs::symlink(&dir, &user)
+                .ctx(|| format!("cannot create {}", user.display()))?;
+        }
+        Ok(dir)
+    }
+
+    /// `users/<snapshot>/<hash of dir>`: a symlink to a container directory
+    /// made over the snapshot at `lower`.
+    fn user_link(&self, lower: &Path, dir: &Path) -> PathBuf {
+        let key = lower.file_name().unwrap_or_default();
+        let id = Digest::of(dir.as_os_str().as_encoded_bytes());
+        self.root().join("users").join(key).join(&id.hex()[..32])
+    }
+
+    /// Whether a container directory staged over `snapshot` still uses it
+    /// (its `lower` link points there); user links that no longer hold are
+    /// removed. The caller holds gc.lock exclusively.
+    pub(crate) fn snapshot_in_use(&self, snapshot: &Path) -> bool {
+        let users = self
+            .root()
+            .join("users")
+            .join(snapshot.file_name().unwrap_or_default());
+        let Ok(entries) = fs::read_dir(&users) else {
+            return false;
+        };
+        let mut used = false;
+        for e in entries.flatten() {
+            let holds = fs::read_link(e.path())
+                .and_then(|dir| fs::read_link(dir.join(LOWER_LINK)))
+                .is_ok_and(|l| l == snapshot);
+            if holds {
+                used = true;
+            } else {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        if !used {
+            let _ = fs::remove_dir(&users);
+        }
+        used
     }
 
     /// Unmounts `dir/rootfs` and removes `dir/rootfs`, `dir/upper` and
@@ -124,6 +171,9 @@ impl ImageStore {
         }
         remove_tree(&dir.join("upper"))?;
         remove_tree(&dir.join("work"))?;
+        if let Ok(lower) = fs::read_link(dir.join(LOWER_LINK)) {
+            let _ = fs::remove_file(self.user_link(&lower, &dir));
+        }
         let _ = fs::remove_file(dir.join(LOWER_LINK));
         let _ = fs::remove_dir(&dir);
         Ok(())
@@ -248,6 +298,23 @@ fn mount_relative(dir: &Path) -> rustix::io::Result<()> {
         .join()
         .unwrap_or(Err(rustix::io::Errno::INTR))
     })
+}
+
+/// Mounts the overlay of a container directory staged by
+/// [`ImageStore::stage_rootfs`] on `dir/rootfs`, in the calling process's
+/// mount namespace, and returns that path. Idempotent: a mounted `dir/rootfs`
+/// is returned as is. Needs root.
+pub fn mount_rootfs(dir: &Path) -> Result<PathBuf, ImageError> {
+    let rootfs = dir.join("rootfs");
+    if is_mount_point(&rootfs).unwrap_or(false) {
+        return Ok(rootfs);
+    }
+    mount_relative(dir).map_err(|e| ImageError::Mount {
+        target: rootfs.clone(),
+        error: e.into(),
+    })?;
+    tracing::debug!(rootfs = %rootfs.display(), "root filesystem mounted");
+    Ok(rootfs)
 }
 
 use trellis_types::mountinfo::{unescape, MountEntry};

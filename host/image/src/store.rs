@@ -429,7 +429,8 @@ impl ImageStore {
 
     /// Deletes blobs, unpacked snapshots and staging left-overs that no image
     /// references, waiting for running imports, pulls and unpacks to end.
-    /// Snapshots still mounted by a root filesystem are kept.
+    /// Snapshots that a root filesystem still uses (mounted here, or staged
+    /// and not yet released) are kept.
     pub fn gc(&self) -> Result<(), ImageError> {
         self.collect(true).map(|_| ())
     }
@@ -471,7 +472,10 @@ impl ImageStore {
         let snapshots = self.snapshots_dir();
         for name in list_names(&snapshots)? {
             let p = snapshots.join(&name);
-            if live_snapshots.contains(&name) || mounted.iter().any(|m| m.starts_with(&p)) {
+            if live_snapshots.contains(&name)
+                || mounted.iter().any(|m| m.starts_with(&p))
+                || self.snapshot_in_use(&p)
+            {
                 continue;
             }
             remove_tree(&p)?;

@@ -25,10 +25,17 @@ fn snapshots(store: &ImageStore) -> Vec<PathBuf> {
         .collect()
 }
 
-fn import_busybox(store: &ImageStore) -> Option<Image> {
+/// As root, a store in a new temporary directory with busybox imported.
+fn busybox_store() -> Option<(tempfile::TempDir, ImageStore, Image)> {
+    if !common::root() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&dir.path().join("store")).unwrap();
     let tar = common::busybox_tar()?;
     store.import(&tar).unwrap();
-    Some(store.resolve("busybox").unwrap().expect("busybox imported"))
+    let image = store.resolve("busybox").unwrap().expect("busybox imported");
+    Some((dir, store, image))
 }
 
 /// Kills a child process on drop.
@@ -43,12 +50,7 @@ impl Drop for ChildGuard {
 
 #[test]
 fn busybox_rootfs_runs_and_keeps_writes_private() {
-    if !common::root() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let store = ImageStore::open(&dir.path().join("store")).unwrap();
-    let Some(image) = import_busybox(&store) else {
+    let Some((dir, store, image)) = busybox_store() else {
         return;
     };
     let c1 = dir.path().join("c1");
@@ -168,14 +170,56 @@ fn busybox_rootfs_runs_and_keeps_writes_private() {
     );
 }
 
+/// The agent stages root filesystems and its shims mount them in their own
+/// mount namespaces, out of the store's sight: a staged directory keeps its
+/// snapshot through garbage collection until it is released.
+#[test]
+fn a_staged_rootfs_keeps_its_snapshot_until_released() {
+    let Some((dir, store, image)) = busybox_store() else {
+        return;
+    };
+    let c = dir.path().join("c");
+    let _guard = RootfsGuard {
+        store: &store,
+        dirs: vec![c.clone()],
+    };
+    let staged = store.stage_rootfs(&image, &c).unwrap();
+    assert_eq!(staged, c.canonicalize().unwrap());
+    let rootfs = staged.join("rootfs");
+    assert!(!trellis_image::is_mount_point(&rootfs).unwrap());
+    assert_eq!(std::fs::read_dir(&rootfs).unwrap().count(), 0);
+    let snaps = snapshots(&store);
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(std::fs::read_link(staged.join("lower")).unwrap(), snaps[0]);
+    // Staging again changes nothing.
+    assert_eq!(store.stage_rootfs(&image, &c).unwrap(), staged);
+
+    // The image goes; its snapshot stays while the staged directory uses it.
+    assert!(store.remove("busybox").unwrap());
+    store.gc().unwrap();
+    assert_eq!(snapshots(&store), snaps);
+
+    // Mounted wherever the caller is, once however often asked.
+    assert_eq!(trellis_image::mount_rootfs(&staged).unwrap(), rootfs);
+    assert_eq!(trellis_image::mount_rootfs(&staged).unwrap(), rootfs);
+    assert_eq!(mount_count(&rootfs), 1);
+    assert!(rootfs.join("bin/busybox").exists());
+
+    store.release_rootfs(&c).unwrap();
+    assert_eq!(mount_count(&rootfs), 0);
+    assert!(!c.exists());
+    store.gc().unwrap();
+    assert!(snapshots(&store).is_empty());
+    assert!(!store
+        .root()
+        .join("users")
+        .join(snaps[0].file_name().unwrap())
+        .exists());
+}
+
 #[test]
 fn concurrent_prepares_unpack_once() {
-    if !common::root() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let store = ImageStore::open(&dir.path().join("store")).unwrap();
-    let Some(image) = import_busybox(&store) else {
+    let Some((dir, store, image)) = busybox_store() else {
         return;
     };
     let dirs: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("c{i}"))).collect();

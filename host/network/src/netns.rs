@@ -93,8 +93,11 @@ fn enable_arp_notify() {
 /// Creates `dir` and makes it a shared mount point of its own (a bind mount
 /// onto itself if needed), as iproute2 does for `/run/netns`: unmounting a
 /// namespace file then also unmounts the copies that mount namespaces
-/// created meanwhile (a container being set up) hold, so the namespace is
-/// not kept alive by them.
+/// created meanwhile hold, so the namespace is not kept alive by them. And a
+/// pod's shim leaves the whole directory out of its own mount namespace with
+/// one unmount (binding back only its pod's file; see `trellis_runtime`'s
+/// shim), so other pods' files are not in the mount table its container
+/// set-ups read.
 pub(crate) fn prepare_dir(dir: &Path) -> Result<(), NetworkError> {
     fs::create_dir_all(dir).map_err(|e| NetworkError::io("create directory", dir, e))?;
     let shared = libc::MS_SHARED | libc::MS_REC;

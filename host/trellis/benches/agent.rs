@@ -310,7 +310,7 @@ fn runtime_vs_runc(dir: &Path, store: &trellis_image::ImageStore, runs: usize) {
     let ours = |i: usize| -> f64 {
         let id = format!("c{i}");
         let t = Instant::now();
-        shim.run(&id, &bundle, &log).unwrap();
+        shim.run(&id, &bundle, &log, None).unwrap();
         loop {
             let st = shim.state().unwrap();
             if st
@@ -487,13 +487,16 @@ fn main() {
         let agent_cpu = percent(cpu_ticks(pid) - t0);
         let shim_cpu = percent(shims.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - s0);
         let shim_rss: u64 = shims.iter().map(|p| common::rss_kib(*p)).sum();
+        let shim_pss: u64 = shims.iter().map(|p| common::pss_kib(*p)).sum();
         println!(
-            "idle with 20 pods over {}s: agent RSS {} KiB, CPU {:.2}% of one core; {} shims: RSS {} KiB in all, CPU {:.2}%",
+            "idle with 20 pods over {}s: agent RSS {} KiB, CPU {:.2}% of one core; {} shims: RSS {} KiB in all \
+             (PSS {} KiB: their shared binary counted once), CPU {:.2}%",
             window.as_secs(),
             common::rss_kib(pid),
             agent_cpu,
             shims.len(),
             shim_rss,
+            shim_pss,
             shim_cpu
         );
         delete_all(&client, &agent_dir).await;

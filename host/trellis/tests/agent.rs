@@ -603,6 +603,83 @@ spec:
     );
 }
 
+/// The mount table's lines under `dir`: (file system type, mount point).
+fn mounts_under(mountinfo: &str, dir: &std::path::Path) -> Vec<(String, String)> {
+    let dir = dir.canonicalize().unwrap().display().to_string();
+    trellis_types::mountinfo::parse(mountinfo)
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(&dir))
+        .map(|m| (m.fs_type, m.mount_point))
+        .collect()
+}
+
+/// Each pod's shim mounts its root filesystem in a mount namespace of its
+/// own, where other pods' network namespace files are left out: container
+/// set-ups read the mount table whole, many times, and no longer pay for
+/// every pod on the node.
+#[test]
+fn pods_keep_their_mounts_out_of_the_node_and_each_other() {
+    let Some(n) = node() else { return };
+    for name in ["one", "two"] {
+        n.apply(&pod(name, "Never", "echo up; exec sleep 3600", ""));
+    }
+    let mut uids = Vec::new();
+    for name in ["one", "two"] {
+        let p = wait_pod(&n, name, "Running", |p| phase(p) == "Running");
+        uids.push(p["metadata"]["uid"].as_str().unwrap().to_string());
+    }
+    let data = &n.cfg.data_dir;
+    let node_mounts = mounts_under(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        data,
+    );
+    assert!(
+        node_mounts.iter().all(|(fs, _)| fs != "overlay"),
+        "a pod's root filesystem is in the node's mount table: {node_mounts:?}"
+    );
+    // The pods' network namespace files are the node's.
+    for uid in &uids {
+        assert!(
+            node_mounts
+                .iter()
+                .any(|(fs, m)| fs == "nsfs" && m.ends_with(uid.as_str())),
+            "{uid}: {node_mounts:?}"
+        );
+    }
+    for (i, uid) in uids.iter().enumerate() {
+        let run = data.join("run/pods").join(uid);
+        let pid = std::fs::read_to_string(run.join("shim.pid")).unwrap();
+        let info = std::fs::read_to_string(format!("/proc/{}/mountinfo", pid.trim())).unwrap();
+        let own = mounts_under(&info, data);
+        let overlays: Vec<_> = own.iter().filter(|(fs, _)| fs == "overlay").collect();
+        assert_eq!(overlays.len(), 1, "{uid}'s shim: {own:?}");
+        assert!(
+            overlays[0].1.contains(uid.as_str()),
+            "{uid}'s shim: {own:?}"
+        );
+        let namespaces: Vec<_> = own.iter().filter(|(fs, _)| fs == "nsfs").collect();
+        assert_eq!(namespaces.len(), 1, "{uid}'s shim: {own:?}");
+        assert!(
+            namespaces[0].1.ends_with(uid.as_str()),
+            "{uid}'s shim: {own:?}"
+        );
+        let other = &uids[1 - i];
+        assert!(
+            own.iter().all(|(_, m)| !m.contains(other.as_str())),
+            "{uid}'s shim holds a mount of {other}: {own:?}"
+        );
+        assert_eq!(n.ok(&["logs", ["one", "two"][i]]), "up\n");
+    }
+    // Deleting a pod takes its mounts with it.
+    n.ok(&["delete", "pod", "one", "--wait=true"]);
+    n.eventually("pod one's mounts are gone", Duration::from_secs(30), || {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        mounts_under(&info, data)
+            .iter()
+            .all(|(_, m)| !m.contains(uids[0].as_str()))
+    });
+}
+
 #[test]
 fn host_network_pods_use_the_node_address() {
     let Some(n) = node() else { return };

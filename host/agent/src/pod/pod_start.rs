@@ -334,7 +334,8 @@ impl Worker {
         let images = self.ctx.images.clone();
         let img2 = image.clone();
         let root_dir = dir.join("containers").join(&id);
-        let rootfs = blocking(move || images.prepare_rootfs(&img2, &root_dir))
+        // Staged only: the shim mounts it in its own mount namespace.
+        let staged = blocking(move || images.stage_rootfs(&img2, &root_dir))
             .await
             .map_err(|e| {
                 StartError::new(
@@ -342,8 +343,10 @@ impl Worker {
                     format!("preparing the root filesystem: {e}"),
                 )
             })?;
+        let rootfs = staged.join("rootfs");
         let sc = merged_security_context(&self.pod, c);
-        let (uid, gid) = resolve_user(&rootfs, &image.config.user, &sc);
+        // A new container's files are its image's: read them in the snapshot.
+        let (uid, gid) = resolve_user(&staged.join("lower"), &image.config.user, &sc);
         let mut additional_gids: Vec<u32> = self.pod["spec"]["securityContext"]
             ["supplementalGroups"]
             .as_array()
@@ -418,7 +421,7 @@ impl Worker {
         let log = self.rec.log_path(&name, &id);
         let shim = self.rec.shim.clone();
         let id2 = id.clone();
-        let state = blocking(move || shim.run(&id2, &bundle, &log))
+        let state = blocking(move || shim.run(&id2, &bundle, &log, Some(&staged)))
             .await
             .map_err(|e| StartError::new("RunContainerError", e.to_string()))?;
         self.ctx.events.record(

@@ -121,12 +121,21 @@ impl ShimClient {
         self.call(&Request::Ping, Duration::from_secs(5)).map(drop)
     }
 
-    /// Create and start a container.
-    pub fn run(&self, id: &str, bundle: &Path, log: &Path) -> Result<ContainerState, ShimError> {
+    /// Create and start a container; `rootfs`, a container directory the
+    /// image store staged, is mounted by the shim first (see
+    /// [`Request::Run`]).
+    pub fn run(
+        &self,
+        id: &str,
+        bundle: &Path,
+        log: &Path,
+        rootfs: Option<&Path>,
+    ) -> Result<ContainerState, ShimError> {
         let req = Request::Run {
             id: id.into(),
             bundle: bundle.into(),
             log: log.into(),
+            rootfs: rootfs.map(Path::to_path_buf),
         };
         match self.call(&req, Duration::from_secs(60))? {
             Response::Started { state } => Ok(state),

@@ -6,11 +6,15 @@
 //! touches no container: the new agent reconnects and reads [`ContainerState`]
 //! back.
 //!
+//! Before its first container the shim takes a mount namespace of its own
+//! (see `mounts.rs`), where it mounts its pod's root filesystems.
+//!
 //! Files in the pod directory: `shim.sock`, `shim.pid`, `shim.log` (the shim's
 //! own messages), `run/` (libcontainer's state), `shim-state.json` (what the
 //! shim knows about each container, rewritten on every change).
 
 mod client;
+mod mounts;
 mod server;
 
 use std::path::PathBuf;
@@ -38,6 +42,12 @@ pub enum Request {
         bundle: PathBuf,
         /// The CRI log file.
         log: PathBuf,
+        /// A container directory the image store staged
+        /// (`ImageStore::stage_rootfs`): the shim mounts its root filesystem
+        /// (the bundle's root) in its own mount namespace, and unmounts it
+        /// with the container. None: the bundle's root is ready as it is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rootfs: Option<PathBuf>,
     },
     /// Send `signal` (a number) to the container's init process.
     Kill {

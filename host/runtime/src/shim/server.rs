@@ -19,7 +19,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 
-use super::{ContainerState, Request, Response, Status, EXEC_OUTPUT_LIMIT, SOCKET};
+use super::{mounts, ContainerState, Request, Response, Status, EXEC_OUTPUT_LIMIT, SOCKET};
 use crate::log::{rfc3339, LineFramer, Stream};
 
 /// Start the shim for the pod directory `dir` and return once it listens.
@@ -91,6 +91,9 @@ struct Entry {
     cgroup: String,
     pumps: Vec<Pump>,
     log: Option<File>,
+    /// The staged container directory whose root filesystem the shim
+    /// mounted for it.
+    rootfs: Option<PathBuf>,
 }
 
 struct ExecJob {
@@ -114,6 +117,8 @@ struct Shim {
     /// Exit statuses reaped before their container was looked at.
     reaped: HashMap<i32, i32>,
     shutdown: bool,
+    /// In its own mount namespace (see `mounts.rs`).
+    isolated: bool,
 }
 
 enum Token {
@@ -133,6 +138,7 @@ impl Shim {
             execs: Vec::new(),
             reaped: HashMap::new(),
             shutdown: false,
+            isolated: false,
         }
     }
 
@@ -162,6 +168,7 @@ impl Shim {
                 cgroup: String::new(),
                 pumps: Vec::new(),
                 log: None,
+                rootfs: None,
             });
         }
     }
@@ -421,7 +428,12 @@ impl Shim {
         };
         let resp = match req {
             Request::Ping => Ok(Response::Ok),
-            Request::Run { id, bundle, log } => self.start(&id, &bundle, &log),
+            Request::Run {
+                id,
+                bundle,
+                log,
+                rootfs,
+            } => self.start(&id, &bundle, &log, rootfs),
             Request::Kill { id, signal } => self.kill(&id, signal),
             Request::Delete { id } => self.delete(&id),
             Request::State => Ok(Response::State {
@@ -458,10 +470,40 @@ impl Shim {
             .with_context(|| format!("no container {id} in this pod"))
     }
 
-    fn start(&mut self, id: &str, bundle: &Path, log_path: &Path) -> anyhow::Result<Response> {
+    fn start(
+        &mut self,
+        id: &str,
+        bundle: &Path,
+        log_path: &Path,
+        rootfs: Option<PathBuf>,
+    ) -> anyhow::Result<Response> {
         if self.containers.iter().any(|e| e.state.id == id) {
             anyhow::bail!("container {id} exists already");
         }
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
+        if !self.isolated {
+            mounts::isolate(&spec)?;
+            self.isolated = true;
+        }
+        if let Some(dir) = &rootfs {
+            mounts::mount_rootfs(dir)?;
+        }
+        let r = self.create(id, bundle, log_path, &spec, rootfs.clone());
+        if let (Err(_), Some(dir)) = (&r, &rootfs) {
+            mounts::unmount_rootfs(dir);
+        }
+        r
+    }
+
+    fn create(
+        &mut self,
+        id: &str,
+        bundle: &Path,
+        log_path: &Path,
+        spec: &serde_json::Value,
+        rootfs: Option<PathBuf>,
+    ) -> anyhow::Result<Response> {
         if let Some(parent) = log_path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -475,8 +517,6 @@ impl Shim {
         // The container's ends must block like any ordinary stdout.
         clear_nonblock(&out_w);
         clear_nonblock(&err_w);
-        let spec: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
         let cgroup = spec["linux"]["cgroupsPath"]
             .as_str()
             .unwrap_or("")
@@ -531,6 +571,7 @@ impl Shim {
                 },
             ],
             log: Some(log),
+            rootfs,
         });
         self.save_state();
         Ok(Response::Started { state })
@@ -567,6 +608,9 @@ impl Shim {
             Err(_) => {
                 std::fs::remove_dir_all(self.root.join(id)).ok();
             }
+        }
+        if let Some(dir) = &self.containers[i].rootfs {
+            mounts::unmount_rootfs(dir);
         }
         self.containers.remove(i);
         self.save_state();

@@ -37,13 +37,27 @@ pub fn env_n(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// A process's proportional set size in KiB (`Pss` of smaps_rollup): its
+/// resident pages, each shared one divided among the processes mapping it.
+/// Summed over processes that run one binary (the shims), it counts the
+/// binary's pages once, where summing RSS counts them in each; 0 when
+/// unreadable.
+pub fn pss_kib(pid: u32) -> u64 {
+    kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
 /// Resident memory of a process.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    kib_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// The number after `key` on its line of a /proc file (in KiB there).
+fn kib_field(file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(file)
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)

@@ -97,3 +97,62 @@ fn plugin_test_passes_good_fixtures_and_fails_wrong_expectations() {
         "{out}"
     );
 }
+
+/// What `/proc/PID/cmdline` shows, arguments joined by spaces, trailing
+/// blanks dropped.
+fn command_line(pid: &str) -> String {
+    let raw = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap();
+    String::from_utf8_lossy(&raw)
+        .split('\0')
+        .filter(|a| !a.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The agent starts shims through one factory process, which forks them
+/// without executing a program each time: they serve, show their own
+/// command line, and outlive the factory. A factory that cannot start falls
+/// back to executing the shim, whose refusal is reported.
+#[test]
+fn a_shim_factory_forks_shims_that_outlive_it() {
+    use trellis_runtime::shim::{ShimClient, ShimFactory};
+    let dir = tempfile::tempdir().unwrap();
+    let shim = std::path::Path::new(env!("CARGO_BIN_EXE_trellis-shim"));
+    let factory = ShimFactory::new(shim, &[]);
+    let clients: Vec<ShimClient> = ["a", "b"]
+        .iter()
+        .map(|d| ShimClient::new(dir.path().join(d)))
+        .collect();
+    let mut pids = Vec::new();
+    for c in &clients {
+        factory.spawn(c).unwrap();
+        c.ping().unwrap();
+        let pid = std::fs::read_to_string(c.dir().join("shim.pid")).unwrap();
+        assert_eq!(
+            command_line(&pid),
+            format!("trellis-shim --dir {}", c.dir().display())
+        );
+        pids.push(pid);
+    }
+    assert_ne!(pids[0], pids[1]);
+    // A shim that serves already is found, not started twice.
+    factory.spawn(&clients[0]).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(clients[0].dir().join("shim.pid")).unwrap(),
+        pids[0]
+    );
+    drop(factory);
+    for c in &clients {
+        c.ping().unwrap();
+        c.shutdown().unwrap();
+    }
+
+    // No factory (the program refuses `--factory`): the shim is executed,
+    // and its refusal comes back.
+    let broken = ShimFactory::new(std::path::Path::new("/bin/false"), &[]);
+    let err = broken
+        .spawn(&ShimClient::new(dir.path().join("c")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("starting the shim for"), "{err}");
+}

@@ -22,7 +22,7 @@ use trellis_client::{Client, ListParams, Resource, WatchEvent};
 use trellis_image::ImageStore;
 use trellis_network::PodNetwork;
 use trellis_plugin_host::PluginSource;
-use trellis_runtime::shim::ShimClient;
+use trellis_runtime::shim::{ShimClient, ShimFactory};
 
 use crate::events::Events;
 use crate::node::Capacity;
@@ -110,6 +110,8 @@ pub(crate) struct Ctx {
     /// A pod holds its permit from its sandbox through its containers'
     /// starts in one pass (see `Worker::admit`).
     pub starts: Arc<tokio::sync::Semaphore>,
+    /// Starts the pods' shims (one factory process, started on first use).
+    pub shims: Arc<ShimFactory>,
 }
 
 impl Ctx {
@@ -128,6 +130,7 @@ impl Ctx {
         let probes =
             probes.with_plugin_objects(Arc::new(crate::sources::PluginObjectsApi(client.clone())));
         let events = Events::new(client.clone(), &cfg.node_name);
+        let shims = Arc::new(ShimFactory::new(&cfg.shim_command.0, &cfg.shim_command.1));
         Ok(Arc::new(Self {
             client,
             cfg,
@@ -141,6 +144,7 @@ impl Ctx {
             starts: Arc::new(tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            shims,
         }))
     }
 

@@ -86,15 +86,13 @@ impl Worker {
         std::fs::write(dir.join("pod.json"), meta.to_string()).ok();
         self.admit().await;
         let shim = self.rec.shim.clone();
-        let (program, args) = self.ctx.cfg.shim_command.clone();
-        blocking(move || shim.spawn(&program, &args))
-            .await
-            .map_err(|e| {
-                StartError::new(
-                    "FailedCreatePodSandBox",
-                    format!("Failed to create pod sandbox: {e}"),
-                )
-            })?;
+        let shims = self.ctx.shims.clone();
+        blocking(move || shims.spawn(&shim)).await.map_err(|e| {
+            StartError::new(
+                "FailedCreatePodSandBox",
+                format!("Failed to create pod sandbox: {e}"),
+            )
+        })?;
         let sandbox = if self.host_network() {
             Sandbox {
                 pod_ip: self.ctx.cfg.node_ip.to_string(),

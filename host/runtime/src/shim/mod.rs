@@ -6,6 +6,9 @@
 //! touches no container: the new agent reconnects and reads [`ContainerState`]
 //! back.
 //!
+//! The agent starts shims through a factory process that forks them
+//! (`factory.rs`); `trellis-shim --dir DIR` starts one directly.
+//!
 //! Before its first container the shim takes a mount namespace of its own
 //! (see `mounts.rs`), where it mounts its pod's root filesystems.
 //!
@@ -14,6 +17,7 @@
 //! shim knows about each container, rewritten on every change).
 
 mod client;
+mod factory;
 mod mounts;
 mod server;
 
@@ -22,6 +26,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use client::{ExecResult, ShimClient, ShimError};
+pub use factory::{run_factory, ShimFactory};
 pub use server::run as run_shim;
 
 /// Socket file name inside the pod directory.

@@ -58,6 +58,21 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
 
 fn serve(dir: &Path, listener: UnixListener) -> anyhow::Result<()> {
     nix::unistd::setsid().ok();
+    // Forked by the factory, which ignores SIGCHLD (its children are reaped
+    // for it): this process waits for its containers.
+    // SAFETY: setting a signal's disposition to SIG_DFL runs no handler.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::SIGCHLD,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    }?;
+    // Forked by the factory, it shows the factory's command line otherwise.
+    super::factory::set_title(&[
+        b"trellis-shim",
+        b"--dir",
+        dir.as_os_str().as_encoded_bytes(),
+    ]);
     // SAFETY: plain prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let log = OpenOptions::new()

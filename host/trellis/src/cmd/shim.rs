@@ -6,14 +6,27 @@ use std::process::ExitCode;
 
 /// Arguments of `trellis shim`.
 #[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
 pub struct Args {
     /// The pod's directory: socket, state and logs live there.
     #[arg(long)]
-    dir: PathBuf,
+    dir: Option<PathBuf>,
+    /// Start shims by forking this process, one per pod directory read on
+    /// standard input (a line each), answering `ok` or `error: ...` on
+    /// standard output, until input ends (what the agent runs).
+    #[arg(long)]
+    factory: bool,
+    /// Blank room the factory's shims write their command lines into.
+    #[arg(hide = true, requires = "factory")]
+    room: Option<String>,
 }
 
-/// Start the shim. Runs before any thread exists: libcontainer forks.
+/// Start the shim, or the factory. Runs before any thread exists: it forks,
+/// and so does libcontainer.
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    trellis_runtime::shim::run_shim(&a.dir)?;
+    match a.dir {
+        Some(dir) => trellis_runtime::shim::run_shim(&dir)?,
+        None => trellis_runtime::shim::run_factory()?,
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -60,8 +60,10 @@ pub struct AgentConfig {
     pub labels: Vec<(String, String)>,
     /// Pods this node takes.
     pub max_pods: u64,
-    /// The program and arguments that start a shim (`--dir DIR` is
-    /// appended): `trellis-shim` beside this executable, or else this
+    /// The program and arguments of a shim: the agent runs it with
+    /// `--factory` appended, and forks pods' shims from that (see
+    /// `trellis_runtime::shim::ShimFactory`), or with `--dir DIR` when no
+    /// factory runs: `trellis-shim` beside this executable, or else this
     /// executable and `["shim"]`.
     pub shim_command: (PathBuf, Vec<String>),
     /// First crash back-off (kubelet: 10 s); it doubles per restart.

@@ -45,6 +45,6 @@ pub use distribution::{PullOptions, RegistryAuth, RegistryError};
 pub use error::ImageError;
 pub use oci::{ContentError, Platform};
 pub use reference::{Reference, ReferenceError, DEFAULT_REGISTRY, DEFAULT_TAG};
-pub use rootfs::{is_mount_point, mount_rootfs};
+pub use rootfs::{is_mount_point, mount_rootfs, StagedRootfs};
 pub use store::{Image, ImageConfig, ImageStore};
 pub use unpack::{secure_join, UnpackError};

@@ -36,6 +36,19 @@ pub(crate) fn snapshot_key(diff_ids: &[Digest]) -> String {
     }
 }
 
+/// A container's root filesystem, staged by [`ImageStore::stage_rootfs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedRootfs {
+    /// The container directory (canonical): what [`mount_rootfs`] and
+    /// [`ImageStore::release_rootfs`] take.
+    pub dir: PathBuf,
+    /// Where the root filesystem is once mounted (`dir/rootfs`).
+    pub rootfs: PathBuf,
+    /// The image's unpacked snapshot (the overlay's lower layer): a new
+    /// container's files, readable before the mount.
+    pub snapshot: PathBuf,
+}
+
 impl ImageStore {
     /// Makes a writable root filesystem for `image` at `dir/rootfs`: an
     /// overlay mount whose lower layer is the image's unpacked snapshot
@@ -47,19 +60,18 @@ impl ImageStore {
     /// the agent restarted and re-adopts a container) it is returned as is.
     /// Needs root (mount).
     pub fn prepare_rootfs(&self, image: &Image, dir: &Path) -> Result<PathBuf, ImageError> {
-        let dir = self.stage_rootfs(image, dir)?;
-        mount_rootfs(&dir)
+        mount_rootfs(&self.stage_rootfs(image, dir)?.dir)
     }
 
     /// Everything [`ImageStore::prepare_rootfs`] does but the mount: unpacks
     /// the image's snapshot on first use, makes `dir/rootfs`, `dir/upper`,
-    /// `dir/work` and the `dir/lower` symlink to the snapshot, and returns
-    /// `dir` canonical. [`mount_rootfs`] mounts it, in whichever mount
+    /// `dir/work` and the `dir/lower` symlink to the snapshot, and says where
+    /// they are. [`mount_rootfs`] mounts `dir`, in whichever mount
     /// namespace the container is made from: the agent's shim mounts it in
     /// its own, so the node's mount table does not grow with its containers.
     /// Until [`ImageStore::release_rootfs`], garbage collection keeps the
     /// snapshot, mounted or not (`users/<snapshot>/` names `dir`).
-    pub fn stage_rootfs(&self, image: &Image, dir: &Path) -> Result<PathBuf, ImageError> {
+    pub fn stage_rootfs(&self, image: &Image, dir: &Path) -> Result<StagedRootfs, ImageError> {
         fs::create_dir_all(dir).ctx(|| format!("cannot create {}", dir.display()))?;
         let dir = dir
             .canonicalize()
@@ -88,7 +100,11 @@ impl ImageStore {
             std::os::unix::fs::symlink(&dir, &user)
                 .ctx(|| format!("cannot create {}", user.display()))?;
         }
-        Ok(dir)
+        Ok(StagedRootfs {
+            rootfs: dir.join("rootfs"),
+            snapshot: lower,
+            dir,
+        })
     }
 
     /// `users/<snapshot>/<hash of dir>`: a symlink to a container directory

@@ -184,13 +184,18 @@ fn a_staged_rootfs_keeps_its_snapshot_until_released() {
         dirs: vec![c.clone()],
     };
     let staged = store.stage_rootfs(&image, &c).unwrap();
-    assert_eq!(staged, c.canonicalize().unwrap());
-    let rootfs = staged.join("rootfs");
+    assert_eq!(staged.dir, c.canonicalize().unwrap());
+    let rootfs = staged.dir.join("rootfs");
+    assert_eq!(staged.rootfs, rootfs);
     assert!(!trellis_image::is_mount_point(&rootfs).unwrap());
     assert_eq!(std::fs::read_dir(&rootfs).unwrap().count(), 0);
     let snaps = snapshots(&store);
     assert_eq!(snaps.len(), 1);
-    assert_eq!(std::fs::read_link(staged.join("lower")).unwrap(), snaps[0]);
+    assert_eq!(staged.snapshot, snaps[0]);
+    assert_eq!(
+        std::fs::read_link(staged.dir.join("lower")).unwrap(),
+        snaps[0]
+    );
     // Staging again changes nothing.
     assert_eq!(store.stage_rootfs(&image, &c).unwrap(), staged);
 
@@ -200,8 +205,8 @@ fn a_staged_rootfs_keeps_its_snapshot_until_released() {
     assert_eq!(snapshots(&store), snaps);
 
     // Mounted wherever the caller is, once however often asked.
-    assert_eq!(trellis_image::mount_rootfs(&staged).unwrap(), rootfs);
-    assert_eq!(trellis_image::mount_rootfs(&staged).unwrap(), rootfs);
+    assert_eq!(trellis_image::mount_rootfs(&staged.dir).unwrap(), rootfs);
+    assert_eq!(trellis_image::mount_rootfs(&staged.dir).unwrap(), rootfs);
     assert_eq!(mount_count(&rootfs), 1);
     assert!(rootfs.join("bin/busybox").exists());
 

@@ -341,10 +341,9 @@ impl Worker {
                     format!("preparing the root filesystem: {e}"),
                 )
             })?;
-        let rootfs = staged.join("rootfs");
         let sc = merged_security_context(&self.pod, c);
         // A new container's files are its image's: read them in the snapshot.
-        let (uid, gid) = resolve_user(&staged.join("lower"), &image.config.user, &sc);
+        let (uid, gid) = resolve_user(&staged.snapshot, &image.config.user, &sc);
         let mut additional_gids: Vec<u32> = self.pod["spec"]["securityContext"]
             ["supplementalGroups"]
             .as_array()
@@ -382,7 +381,7 @@ impl Worker {
                 .map(|m| m as u64)
         };
         let cfg = ContainerConfig {
-            rootfs,
+            rootfs: staged.rootfs,
             args,
             env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             cwd: c["workingDir"]
@@ -419,7 +418,7 @@ impl Worker {
         let log = self.rec.log_path(&name, &id);
         let shim = self.rec.shim.clone();
         let id2 = id.clone();
-        let state = blocking(move || shim.run(&id2, &bundle, &log, Some(&staged)))
+        let state = blocking(move || shim.run(&id2, &bundle, &log, Some(&staged.dir)))
             .await
             .map_err(|e| StartError::new("RunContainerError", e.to_string()))?;
         self.ctx.events.record(

@@ -158,13 +158,10 @@ impl Running {
 impl Drop for ShimFactory {
     fn drop(&mut self) {
         let running = self.running.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = running.take() {
+        if let Some(mut r) = running.take() {
             // End of input ends the factory; its shims carry on.
-            let Running {
-                mut child, input, ..
-            } = r;
-            drop(input);
-            child.wait().ok();
+            drop(r.input);
+            r.child.wait().ok();
         }
     }
 }

@@ -80,18 +80,17 @@ fn network_namespace_path(spec: &serde_json::Value) -> Option<PathBuf> {
 }
 
 /// Mounts the root filesystem staged in `dir` (see
-/// [`trellis_image::ImageStore::stage_rootfs`]) in this namespace.
-pub(super) fn mount_rootfs(dir: &Path) -> anyhow::Result<()> {
+/// [`trellis_image::ImageStore::stage_rootfs`]) in this namespace; returns
+/// where.
+pub(super) fn mount_rootfs(dir: &Path) -> anyhow::Result<PathBuf> {
     trellis_image::mount_rootfs(dir)
-        .map(drop)
         .with_context(|| format!("mounting the root filesystem in {}", dir.display()))
 }
 
-/// Unmounts what [`mount_rootfs`] mounted; best effort (the namespace goes
-/// with the shim anyway).
-pub(super) fn unmount_rootfs(dir: &Path) {
-    let rootfs = dir.join("rootfs");
-    if let Err(e) = umount2(&rootfs, MntFlags::MNT_DETACH) {
+/// Unmounts what [`mount_rootfs`] mounted at `rootfs`; best effort (the
+/// namespace goes with the shim anyway).
+pub(super) fn unmount_rootfs(rootfs: &Path) {
+    if let Err(e) = umount2(rootfs, MntFlags::MNT_DETACH) {
         eprintln!("trellis shim: unmounting {}: {e}", rootfs.display());
     }
 }

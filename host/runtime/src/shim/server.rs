@@ -106,8 +106,7 @@ struct Entry {
     cgroup: String,
     pumps: Vec<Pump>,
     log: Option<File>,
-    /// The staged container directory whose root filesystem the shim
-    /// mounted for it.
+    /// The root filesystem the shim mounted for it.
     rootfs: Option<PathBuf>,
 }
 
@@ -501,12 +500,10 @@ impl Shim {
             mounts::isolate(&spec)?;
             self.isolated = true;
         }
-        if let Some(dir) = &rootfs {
-            mounts::mount_rootfs(dir)?;
-        }
-        let r = self.create(id, bundle, log_path, &spec, rootfs.clone());
-        if let (Err(_), Some(dir)) = (&r, &rootfs) {
-            mounts::unmount_rootfs(dir);
+        let mounted = rootfs.as_deref().map(mounts::mount_rootfs).transpose()?;
+        let r = self.create(id, bundle, log_path, &spec, mounted.clone());
+        if let (Err(_), Some(m)) = (&r, &mounted) {
+            mounts::unmount_rootfs(m);
         }
         r
     }
@@ -624,8 +621,8 @@ impl Shim {
                 std::fs::remove_dir_all(self.root.join(id)).ok();
             }
         }
-        if let Some(dir) = &self.containers[i].rootfs {
-            mounts::unmount_rootfs(dir);
+        if let Some(rootfs) = &self.containers[i].rootfs {
+            mounts::unmount_rootfs(rootfs);
         }
         self.containers.remove(i);
         self.save_state();

@@ -538,19 +538,19 @@ impl Scheduler {
                 .create_subresource(&pods(), &ns, &name, "binding", &binding)
                 .await
                 .map(|_| ());
-            if result.is_ok() && record {
-                let ev = event_object(
+            // The Scheduled event is written after the binding is let go
+            // and reported: it holds up neither the next binding nor the
+            // queue's bookkeeping.
+            drop(permit);
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            let event = (result.is_ok() && record).then(|| {
+                event_object(
                     &pod,
                     "Normal",
                     "Scheduled",
                     &format!("Successfully assigned {ns}/{name} to {node}"),
-                );
-                if let Err(e) = client.create(&events(), &ns, &ev).await {
-                    tracing::warn!(error = %e, "cannot record an event");
-                }
-            }
-            drop(permit);
-            let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+                )
+            });
             let _ = tx.send(Bound {
                 key,
                 uid,
@@ -558,6 +558,11 @@ impl Scheduler {
                 pod,
                 result,
             });
+            if let Some(ev) = event {
+                if let Err(e) = client.create(&events(), &ns, &ev).await {
+                    tracing::warn!(error = %e, "cannot record an event");
+                }
+            }
         });
     }
 

@@ -176,3 +176,31 @@ fn the_cycle_pod_is_given_again_to_a_rebuilt_instance() {
         "no swap happened, only rebuilds"
     );
 }
+
+/// The plugins benchmark's floor answers with the shape it claims: the last
+/// `refuse` candidates refused for one reason, the rest feasible in order.
+#[test]
+fn the_benchmark_floor_refuses_the_last_candidates_it_is_told_to() {
+    let engine = engine();
+    let nodes: Vec<_> = (0..5).map(|i| node(&format!("n{i}"), &[])).collect();
+    let spec = PluginSpec::new("floor")
+        .config(r#"{"mode":"ok","tag":3,"refuse":2}"#)
+        .grants(Grants::none().with(Capability::Log));
+    let (_slot, mut s) = session_with(load_scheduler(&engine, "test-misbehave", spec), &nodes);
+    let r = s.filter_pod(&pod("p"), &[4, 0, 3, 1, 2], 0).unwrap();
+    assert_eq!(r.feasible, vec![4, 0, 3]);
+    let refused: Vec<(u32, u32)> = r.rejected.iter().map(|x| (x.node, x.reason)).collect();
+    assert_eq!(refused, vec![(1, 0), (2, 0)]);
+    assert_eq!(r.reasons.len(), 1);
+    assert_eq!(s.score(&r.feasible).unwrap(), vec![3, 3, 3]);
+    // Without `refuse`, nothing is refused and no reason is listed.
+    let spec = PluginSpec::new("floor")
+        .config(r#"{"mode":"ok","tag":3}"#)
+        .grants(Grants::none().with(Capability::Log));
+    let (_slot, mut s) = session_with(load_scheduler(&engine, "test-misbehave", spec), &nodes);
+    let r = s.filter_pod(&pod("p"), &[4, 0, 3, 1, 2], 0).unwrap();
+    assert_eq!(
+        (r.feasible.len(), r.rejected.len(), r.reasons.len()),
+        (5, 0, 0)
+    );
+}

@@ -1,8 +1,11 @@
 //! A scheduler plugin for the host's own tests. Config:
-//! `{"mode": "ok"|"loop"|"grow"|"trap", "tag": N}`. `filter` misbehaves per
-//! `mode` when the pod's name is "bad" (so one instance can serve good and bad
-//! calls); `score` answers `tag` for every candidate, so a test can tell which
-//! version answered. It logs once per configure, so it imports `log`.
+//! `{"mode": "ok"|"loop"|"grow"|"trap", "tag": N, "refuse": R}`. `filter`
+//! misbehaves per `mode` when the pod's name is "bad" (so one instance can
+//! serve good and bad calls), and otherwise refuses the last `R` candidates
+//! (default 0) for one reason without looking at them: a benchmark's floor
+//! with the shape of a real answer; `score` answers `tag` for every
+//! candidate, so a test can tell which version answered. It logs once per
+//! configure, so it imports `log`.
 
 use trellis_sdk::scheduler::*;
 
@@ -10,6 +13,7 @@ use trellis_sdk::scheduler::*;
 struct Misbehave {
     mode: String,
     tag: u8,
+    refuse: usize,
     hoard: Vec<Vec<u8>>,
 }
 
@@ -23,6 +27,7 @@ impl SchedulerPlugin for Misbehave {
             serde_json::from_str(config).map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
         self.mode = v["mode"].as_str().unwrap_or("ok").to_string();
         self.tag = v["tag"].as_u64().unwrap_or(0).min(100) as u8;
+        self.refuse = v["refuse"].as_u64().unwrap_or(0) as usize;
         trellis_sdk::log::info(&format!(
             "misbehave configured: mode={} tag={}",
             self.mode, self.tag
@@ -57,10 +62,21 @@ impl SchedulerPlugin for Misbehave {
                 _ => {}
             }
         }
+        let (feasible, refused) = candidates.split_at(candidates.len().saturating_sub(self.refuse));
         Ok(FilterResult {
-            feasible: candidates.to_vec(),
-            rejected: vec![],
-            reasons: vec![],
+            feasible: feasible.to_vec(),
+            rejected: refused
+                .iter()
+                .map(|&node| Rejection { node, reason: 0 })
+                .collect(),
+            reasons: if refused.is_empty() {
+                vec![]
+            } else {
+                vec![Reason {
+                    message: "refused by configuration".into(),
+                    unresolvable: true,
+                }]
+            },
         })
     }
 

@@ -149,6 +149,30 @@ fn run_native(
     })
 }
 
+/// zone-maintenance over `nodes`: the component in a session, and the same
+/// crate native, both configured alike and told every node.
+fn zone_pair(
+    engine: &PluginEngine,
+    nodes: &[host::Node],
+) -> (
+    Arc<trellis_plugin_host::PluginSlot<host::SchedulerPlugin>>,
+    SchedulerSession,
+    ZoneMaintenance,
+) {
+    let plugin = load_scheduler(
+        engine,
+        "zone-maintenance",
+        PluginSpec::new("zones").config(CONFIG),
+    );
+    let (slot, session) = session_with(plugin, nodes);
+    let mut native = ZoneMaintenance::default();
+    native.configure(CONFIG).unwrap();
+    for (i, node) in nodes.iter().enumerate() {
+        native.upsert_node(i as NodeId, node.to_sdk()).unwrap();
+    }
+    (slot, session, native)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let engine = PluginEngine::new(EngineConfig {
@@ -167,17 +191,7 @@ fn main() {
     );
     for &n in &[100usize, 1_000, 5_000] {
         let nodes: Vec<host::Node> = (0..n).map(host_node).collect();
-        let plugin = load_scheduler(
-            &engine,
-            "zone-maintenance",
-            PluginSpec::new("zones").config(CONFIG),
-        );
-        let (_slot, mut session) = session_with(plugin, &nodes);
-        let mut native = ZoneMaintenance::default();
-        native.configure(CONFIG).unwrap();
-        for (i, node) in nodes.iter().enumerate() {
-            native.upsert_node(i as NodeId, node.to_sdk()).unwrap();
-        }
+        let (_slot, mut session, mut native) = zone_pair(&engine, &nodes);
         let pods = if n >= 5_000 { 2_000 } else { 5_000 };
         for sample in [false, true] {
             // Warm both up, then measure alternately so drift hits both alike.
@@ -233,17 +247,7 @@ fn main() {
         };
         let (_a, mut plain) = floor(0);
         let (_b, mut shaped) = floor(n / 20);
-        let zones = load_scheduler(
-            &engine,
-            "zone-maintenance",
-            PluginSpec::new("zones").config(CONFIG),
-        );
-        let (_c, mut wasm) = session_with(zones, &nodes);
-        let mut native = ZoneMaintenance::default();
-        native.configure(CONFIG).unwrap();
-        for (i, node) in nodes.iter().enumerate() {
-            native.upsert_node(i as NodeId, node.to_sdk()).unwrap();
-        }
+        let (_c, mut wasm, mut native) = zone_pair(&engine, &nodes);
         let mut times: [Vec<Duration>; 4] = Default::default();
         for round in 0..5 {
             // The first round warms up.

@@ -162,14 +162,8 @@ fn info_to_host(i: sdk::PluginInfo) -> host::PluginInfo {
 fn filter_to_host(r: sdk::FilterResult) -> host::FilterResult {
     host::FilterResult {
         feasible: r.feasible,
-        rejected: r
-            .rejected
-            .into_iter()
-            .map(|x| host::Rejection {
-                node: x.node,
-                reason: x.reason,
-            })
-            .collect(),
+        rejected: r.rejected,
+        rejected_reasons: r.rejected_reasons,
         reasons: r
             .reasons
             .into_iter()

@@ -746,7 +746,7 @@ fn limit_range_needs_its_read_grant_and_reports_read_failures() {
     )
     .unwrap_err();
     assert!(
-        matches!(&err, LoadError::NotGranted { import, .. } if import == "trellis:plugin/objects-read@0.3.0"),
+        matches!(&err, LoadError::NotGranted { import, .. } if import == "trellis:plugin/objects-read@0.4.0"),
         "{err:?}"
     );
 

@@ -41,7 +41,7 @@ fn an_ungranted_import_fails_to_load_naming_the_import() {
     )
     .unwrap_err();
     match &err {
-        LoadError::NotGranted { import, .. } => assert_eq!(import, "trellis:plugin/log@0.3.0"),
+        LoadError::NotGranted { import, .. } => assert_eq!(import, "trellis:plugin/log@0.4.0"),
         other => panic!("{other:?}"),
     }
     assert!(err.to_string().contains("grant `log`"), "{err}");
@@ -221,23 +221,23 @@ fn artifacts_are_cached_on_disk_and_a_bad_artifact_is_recompiled() {
 fn inspect_describes_components_and_refuses_non_plugins() {
     let i = trellis_plugin_host::inspect::inspect(&read_plugin("test-misbehave")).unwrap();
     assert_eq!(i.role, "scheduler");
-    assert_eq!(i.contract, "0.3.0");
+    assert_eq!(i.contract, "0.4.0");
     assert_eq!(i.capabilities(), vec![Capability::Log]);
     assert!(!i.uses_wasi());
     let text = i.to_string();
-    assert!(text.contains("trellis:plugin/scheduler@0.3.0 (info, configure, upsert-node, remove-node, assume-pod, forget-pod, prepare, filter, score)"), "{text}");
+    assert!(text.contains("trellis:plugin/scheduler@0.4.0 (info, configure, upsert-node, remove-node, assume-pod, forget-pod, prepare, filter, score)"), "{text}");
     let i = trellis_plugin_host::inspect::inspect(&read_plugin("test-reader")).unwrap();
     assert_eq!(i.role, "admission");
     assert!(trellis_plugin_host::inspect::inspect(b"\0asm\x01\0\0\0").is_err());
 }
 
 /// Components built for older contracts (the C zone-maintenance example as it
-/// was built for 0.1.0 and for 0.2.0, kept in `tests/fixtures`) are refused
+/// was built for 0.1.0, 0.2.0 and 0.3.0, kept in `tests/fixtures`) are refused
 /// with a message that names both versions and what to do.
 #[test]
 fn a_component_for_an_older_contract_is_refused_with_a_hint() {
     let engine = engine();
-    for old in ["0.1.0", "0.2.0"] {
+    for old in ["0.1.0", "0.2.0", "0.3.0"] {
         let wasm = std::fs::read(repo_root().join(format!(
             "tests/fixtures/zone-maintenance-c-contract-{old}.wasm"
         )))
@@ -257,9 +257,9 @@ fn a_component_for_an_older_contract_is_refused_with_a_hint() {
         assert!(
             msg.contains(&format!("trellis:plugin/scheduler@{old}"))
                 && msg.contains(&format!(
-                    "built for contract trellis:plugin@{old}; this host speaks 0.3.0"
+                    "built for contract trellis:plugin@{old}; this host speaks 0.4.0"
                 ))
-                && msg.contains("rebuild it against wit/trellis-plugin-0.3.0"),
+                && msg.contains("rebuild it against wit/trellis-plugin-0.4.0"),
             "{msg}"
         );
         let err = trellis_plugin_host::inspect::inspect(&wasm)

@@ -109,7 +109,7 @@ fn a_probe_without_the_network_grant_does_not_load() {
     )
     .unwrap_err();
     assert!(
-        matches!(&err, LoadError::NotGranted { import, .. } if import == "trellis:plugin/pod-network@0.3.0"),
+        matches!(&err, LoadError::NotGranted { import, .. } if import == "trellis:plugin/pod-network@0.4.0"),
         "{err:?}"
     );
 }

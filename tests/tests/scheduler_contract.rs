@@ -189,7 +189,7 @@ fn the_benchmark_floor_refuses_the_last_candidates_it_is_told_to() {
     let (_slot, mut s) = session_with(load_scheduler(&engine, "test-misbehave", spec), &nodes);
     let r = s.filter_pod(&pod("p"), &[4, 0, 3, 1, 2], 0).unwrap();
     assert_eq!(r.feasible, vec![4, 0, 3]);
-    let refused: Vec<(u32, u32)> = r.rejected.iter().map(|x| (x.node, x.reason)).collect();
+    let refused: Vec<(u32, u8)> = r.rejections().collect();
     assert_eq!(refused, vec![(1, 0), (2, 0)]);
     assert_eq!(r.reasons.len(), 1);
     assert_eq!(s.score(&r.feasible).unwrap(), vec![3, 3, 3]);

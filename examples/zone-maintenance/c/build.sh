@@ -8,7 +8,7 @@ if [[ $# -ne 1 ]]; then
 fi
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../../.." && pwd)"
-wit="$repo/wit/trellis-plugin-0.3.0"
+wit="$repo/wit/trellis-plugin-0.4.0"
 out="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 build="$here/build"
 

@@ -219,7 +219,7 @@ static const char *parse_config(const string_t *text, char **buf, string_t **lis
 
 void exports_trellis_plugin_scheduler_info(exports_trellis_plugin_scheduler_plugin_info_t *ret) {
     scheduler_plugin_string_dup(&ret->name, "ZoneMaintenance");
-    scheduler_plugin_string_dup(&ret->version, "0.3.0");
+    scheduler_plugin_string_dup(&ret->version, "0.4.0");
     ret->phases = EXPORTS_TRELLIS_PLUGIN_SCHEDULER_PHASES_FILTER | EXPORTS_TRELLIS_PLUGIN_SCHEDULER_PHASES_SCORE;
     // Verdicts and scores depend on nodes only: the host sends no pods, and
     // `prepare` no part of the pod being scheduled.
@@ -321,7 +321,7 @@ bool exports_trellis_plugin_scheduler_filter(exports_trellis_plugin_scheduler_li
     size_t n = candidates->len;
     // Worst-case sizes; the bindings free these lists after the call.
     node_id_t *feasible = xrealloc(NULL, n * sizeof(node_id_t));
-    exports_trellis_plugin_scheduler_rejection_t *rejected = xrealloc(NULL, n * sizeof(*rejected));
+    node_id_t *rejected = xrealloc(NULL, n * sizeof(node_id_t));
     size_t nf = 0, nr = 0;
     bool ok = true;
     for (size_t i = 0; i < n; i++) {
@@ -332,7 +332,7 @@ bool exports_trellis_plugin_scheduler_filter(exports_trellis_plugin_scheduler_li
             break;
         }
         if (st->maintenance) {
-            rejected[nr++] = (exports_trellis_plugin_scheduler_rejection_t){.node = id, .reason = 0};
+            rejected[nr++] = id;
         } else {
             feasible[nf++] = id;
             if (max_feasible > 0 && nf == max_feasible) break;
@@ -354,7 +354,14 @@ bool exports_trellis_plugin_scheduler_filter(exports_trellis_plugin_scheduler_li
         rejected = NULL;
     }
     ret->feasible = (exports_trellis_plugin_scheduler_list_node_id_t){feasible, nf};
-    ret->rejected = (exports_trellis_plugin_scheduler_list_rejection_t){rejected, nr};
+    ret->rejected = (exports_trellis_plugin_scheduler_list_node_id_t){rejected, nr};
+    // Every refused node's reason is this plugin's only one, index 0.
+    uint8_t *why = NULL;
+    if (nr > 0) {
+        why = xrealloc(NULL, nr);
+        memset(why, 0, nr);
+    }
+    ret->rejected_reasons = (scheduler_plugin_list_u8_t){why, nr};
     // The only reason this plugin gives: present once if any node was rejected.
     ret->reasons = (exports_trellis_plugin_scheduler_list_reason_t){NULL, 0};
     if (nr > 0) {

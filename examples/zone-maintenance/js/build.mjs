@@ -18,7 +18,7 @@ const witDir = resolve(here, 'build/wit');
 await rm(witDir, { recursive: true, force: true });
 await mkdir(resolve(witDir, 'deps'), { recursive: true });
 await cp(resolve(here, 'wit/plugin.wit'), resolve(witDir, 'plugin.wit'));
-await cp(resolve(here, '../../../wit/trellis-plugin-0.3.0'), resolve(witDir, 'deps/trellis-plugin-0.3.0'), {
+await cp(resolve(here, '../../../wit/trellis-plugin-0.4.0'), resolve(witDir, 'deps/trellis-plugin-0.4.0'), {
   recursive: true,
 });
 

@@ -97,7 +97,7 @@ export const scheduler = {
     // `prepare` no part of the pod being scheduled.
     return {
       name: 'ZoneMaintenance',
-      version: '0.3.0',
+      version: '0.4.0',
       phases: { filter: true, score: true },
       tracksPods: false,
       podFields: {},
@@ -140,13 +140,14 @@ export const scheduler = {
       if (lookup(id).maintenance) {
         // The only reason this plugin gives: added once, always index 0.
         if (reasons.length === 0) reasons.push({ message: MAINTENANCE_REASON, unresolvable: true });
-        rejected.push({ node: id, reason: 0 });
+        rejected.push(id);
       } else {
         feasible.push(id);
         if (maxFeasible > 0 && feasible.length === maxFeasible) break;
       }
     }
-    return { feasible, rejected, reasons };
+    // Every refused node's reason is index 0.
+    return { feasible, rejected, rejectedReasons: new Uint8Array(rejected.length), reasons };
   },
 
   score(candidates) {

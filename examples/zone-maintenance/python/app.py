@@ -20,7 +20,6 @@ from wit_world.exports.scheduler import (
     Pod,
     PodFields,
     Reason,
-    Rejection,
 )
 from wit_world.imports.types import PluginError_InvalidConfig, PluginError_InvalidInput
 from componentize_py_types import Err
@@ -114,7 +113,7 @@ class Scheduler(exports.Scheduler):
         # `prepare` no part of the pod being scheduled.
         return PluginInfo(
             name="ZoneMaintenance",
-            version="0.3.0",
+            version="0.4.0",
             phases=Phases.FILTER | Phases.SCORE,
             tracks_pods=False,
             pod_fields=PodFields(0),
@@ -151,7 +150,7 @@ class Scheduler(exports.Scheduler):
 
     def filter(self, candidates: List[int], max_feasible: int) -> FilterResult:
         feasible: List[int] = []
-        rejected: List[Rejection] = []
+        rejected: List[int] = []
         reasons: List[Reason] = []
         for id in candidates:
             maintenance, _ = _lookup(id)
@@ -159,12 +158,18 @@ class Scheduler(exports.Scheduler):
                 # The only reason this plugin gives: added once, always index 0.
                 if not reasons:
                     reasons.append(Reason(message=MAINTENANCE_REASON, unresolvable=True))
-                rejected.append(Rejection(node=id, reason=0))
+                rejected.append(id)
             else:
                 feasible.append(id)
                 if max_feasible > 0 and len(feasible) == max_feasible:
                     break
-        return FilterResult(feasible=feasible, rejected=rejected, reasons=reasons)
+        # Every refused node's reason is index 0.
+        return FilterResult(
+            feasible=feasible,
+            rejected=rejected,
+            rejected_reasons=bytes(len(rejected)),
+            reasons=reasons,
+        )
 
     def score(self, candidates: List[int]) -> bytes:
         n = len(_preferred_zones)

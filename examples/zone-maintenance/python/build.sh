@@ -7,7 +7,7 @@ if [[ $# -ne 1 ]]; then
     exit 2
 fi
 here="$(cd "$(dirname "$0")" && pwd)"
-wit="$here/../../../wit/trellis-plugin-0.3.0"
+wit="$here/../../../wit/trellis-plugin-0.4.0"
 # Resolve the output path against the caller's directory before moving.
 out="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 

@@ -1,4 +1,4 @@
-//! The host's only `bindgen!`s, from `wit/trellis-plugin-0.3.0`. The controller
+//! The host's only `bindgen!`s, from `wit/trellis-plugin-0.4.0`. The controller
 //! world imports the most, so its bindings own the shared interfaces and the
 //! other worlds reuse them with `with`.
 
@@ -6,7 +6,7 @@
 
 pub mod controller {
     wasmtime::component::bindgen!({
-        path: "../../wit/trellis-plugin-0.3.0",
+        path: "../../wit/trellis-plugin-0.4.0",
         world: "controller",
         additional_derives: [PartialEq],
     });
@@ -14,7 +14,7 @@ pub mod controller {
 
 pub mod scheduler {
     wasmtime::component::bindgen!({
-        path: "../../wit/trellis-plugin-0.3.0",
+        path: "../../wit/trellis-plugin-0.4.0",
         world: "scheduler-plugin",
         additional_derives: [PartialEq],
         with: {
@@ -26,7 +26,7 @@ pub mod scheduler {
 
 pub mod admission {
     wasmtime::component::bindgen!({
-        path: "../../wit/trellis-plugin-0.3.0",
+        path: "../../wit/trellis-plugin-0.4.0",
         world: "admission-plugin",
         additional_derives: [PartialEq],
         with: {
@@ -40,7 +40,7 @@ pub mod admission {
 
 pub mod probe {
     wasmtime::component::bindgen!({
-        path: "../../wit/trellis-plugin-0.3.0",
+        path: "../../wit/trellis-plugin-0.4.0",
         world: "probe-plugin",
         additional_derives: [PartialEq],
         with: {

@@ -157,7 +157,7 @@ pub(crate) const ROLES: [RoleInfo; 4] = [
     crate::roles::controller::ROLE,
 ];
 
-const TYPES_IMPORT: &str = "trellis:plugin/types@0.3.0";
+const TYPES_IMPORT: &str = "trellis:plugin/types@0.4.0";
 
 /// Everything needed to make instances of one loaded plugin.
 pub(crate) struct Linked {

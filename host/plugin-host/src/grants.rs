@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 /// The contract's package version, as it appears in import and export names.
-pub const CONTRACT_VERSION: &str = "0.3.0";
+pub const CONTRACT_VERSION: &str = "0.4.0";
 
 /// A host capability a plugin may import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,7 +45,7 @@ impl Capability {
         }
     }
 
-    /// The full import name a component uses, e.g. `trellis:plugin/log@0.3.0`.
+    /// The full import name a component uses, e.g. `trellis:plugin/log@0.4.0`.
     pub fn import_name(self) -> String {
         format!("trellis:plugin/{}@{CONTRACT_VERSION}", self.interface())
     }

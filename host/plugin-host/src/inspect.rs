@@ -12,7 +12,7 @@ use crate::{Capability, Digest, LoadError};
 /// One import or export of a component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
-    /// Full name, e.g. `trellis:plugin/scheduler@0.3.0`.
+    /// Full name, e.g. `trellis:plugin/scheduler@0.4.0`.
     pub name: String,
     /// Its functions, in WIT order.
     pub functions: Vec<String>,
@@ -88,7 +88,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, LoadError> {
                 .collect();
             LoadError::WrongRole {
                 expected: "Trellis",
-                missing: "trellis:plugin/{scheduler,admission,probe,reconciler}@0.3.0",
+                missing: "trellis:plugin/{scheduler,admission,probe,reconciler}@0.4.0",
                 found: if trellis.is_empty() {
                     format!(
                         ", it exports {}",

@@ -441,7 +441,7 @@ fn fail_message(plugin: &str, e: &CallError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trellis_plugin_host::scheduler::{Reason, Rejection};
+    use trellis_plugin_host::scheduler::Reason;
     use trellis_plugin_host::PluginFault;
 
     /// Refuses odd node ids; scores a node by its id; counts what it saw.
@@ -500,6 +500,7 @@ mod tests {
             let mut r = FilterResult {
                 feasible: vec![],
                 rejected: vec![],
+                rejected_reasons: vec![],
                 reasons: vec![Reason {
                     message: "node(s) were odd".into(),
                     unresolvable: false,
@@ -511,7 +512,8 @@ mod tests {
                 }
                 self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if n % 2 == 1 {
-                    r.rejected.push(Rejection { node: n, reason: 0 });
+                    r.rejected.push(n);
+                    r.rejected_reasons.push(0);
                 } else {
                     r.feasible.push(n);
                 }

@@ -31,11 +31,11 @@ impl FilterNote {
     /// Summarise one filter answer without a per-node string copy.
     pub(crate) fn from_result(plugin: &str, r: &FilterResult) -> Self {
         let mut per: Vec<(usize, Vec<NodeId>)> = vec![(0, Vec::new()); r.reasons.len()];
-        for x in &r.rejected {
-            let (n, nodes) = &mut per[x.reason as usize];
+        for (node, reason) in r.rejections() {
+            let (n, nodes) = &mut per[reason as usize];
             *n += 1;
             if nodes.len() < NODES_PER_REASON {
-                nodes.push(x.node);
+                nodes.push(node);
             }
         }
         let mut reasons = BTreeMap::new();
@@ -225,7 +225,7 @@ impl Explanation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trellis_plugin_host::scheduler::{Reason, Rejection};
+    use trellis_plugin_host::scheduler::Reason;
 
     #[test]
     fn top_keeps_the_best_three_with_ties_to_the_first() {
@@ -241,12 +241,8 @@ mod tests {
         };
         let r = FilterResult {
             feasible: vec![0],
-            rejected: (1..=5)
-                .map(|n| Rejection {
-                    node: n,
-                    reason: (n % 2) as u32,
-                })
-                .collect(),
+            rejected: (1..=5).collect(),
+            rejected_reasons: (1..=5).map(|n| n % 2).collect(),
             reasons: vec![reason("Insufficient cpu"), reason("Insufficient memory")],
         };
         let note = FilterNote::from_result("fit", &r);
@@ -271,7 +267,8 @@ mod tests {
         for i in 0..200 {
             let r = FilterResult {
                 feasible: vec![],
-                rejected: vec![Rejection { node: i, reason: 0 }],
+                rejected: vec![i],
+                rejected_reasons: vec![0],
                 reasons: vec![Reason {
                     message: format!("reason number {i} with some words"),
                     unresolvable: false,

@@ -38,9 +38,9 @@ fn inspect_prints_role_contract_exports_and_imports() {
     let (code, out, _) = trellis(&["plugin", "inspect", &plugin("test-misbehave")]);
     assert_eq!(code, 0);
     assert!(out.contains("role:      scheduler"), "{out}");
-    assert!(out.contains("contract:  trellis:plugin@0.3.0"), "{out}");
+    assert!(out.contains("contract:  trellis:plugin@0.4.0"), "{out}");
     assert!(
-        out.contains("trellis:plugin/log@0.3.0  [capability: must be granted]"),
+        out.contains("trellis:plugin/log@0.4.0  [capability: must be granted]"),
         "{out}"
     );
 }

@@ -5,7 +5,7 @@
 
 pub mod controller {
     wit_bindgen::generate!({
-        path: "../../wit/trellis-plugin-0.3.0",
+        path: "../../wit/trellis-plugin-0.4.0",
         world: "controller",
         pub_export_macro: true,
         export_macro_name: "__export_controller_world",
@@ -15,43 +15,43 @@ pub mod controller {
 
 pub mod scheduler {
     wit_bindgen::generate!({
-        path: "../../wit/trellis-plugin-0.3.0",
+        path: "../../wit/trellis-plugin-0.4.0",
         world: "scheduler-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_scheduler_world",
         default_bindings_module: "trellis_sdk::bindings::scheduler",
         with: {
-            "trellis:plugin/types@0.3.0": crate::bindings::controller::trellis::plugin::types,
-            "trellis:plugin/log@0.3.0": crate::bindings::controller::trellis::plugin::log,
+            "trellis:plugin/types@0.4.0": crate::bindings::controller::trellis::plugin::types,
+            "trellis:plugin/log@0.4.0": crate::bindings::controller::trellis::plugin::log,
         },
     });
 }
 
 pub mod admission {
     wit_bindgen::generate!({
-        path: "../../wit/trellis-plugin-0.3.0",
+        path: "../../wit/trellis-plugin-0.4.0",
         world: "admission-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_admission_world",
         default_bindings_module: "trellis_sdk::bindings::admission",
         with: {
-            "trellis:plugin/types@0.3.0": crate::bindings::controller::trellis::plugin::types,
-            "trellis:plugin/log@0.3.0": crate::bindings::controller::trellis::plugin::log,
-            "trellis:plugin/objects-read@0.3.0": crate::bindings::controller::trellis::plugin::objects_read,
+            "trellis:plugin/types@0.4.0": crate::bindings::controller::trellis::plugin::types,
+            "trellis:plugin/log@0.4.0": crate::bindings::controller::trellis::plugin::log,
+            "trellis:plugin/objects-read@0.4.0": crate::bindings::controller::trellis::plugin::objects_read,
         },
     });
 }
 
 pub mod probe {
     wit_bindgen::generate!({
-        path: "../../wit/trellis-plugin-0.3.0",
+        path: "../../wit/trellis-plugin-0.4.0",
         world: "probe-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_probe_world",
         default_bindings_module: "trellis_sdk::bindings::probe",
         with: {
-            "trellis:plugin/types@0.3.0": crate::bindings::controller::trellis::plugin::types,
-            "trellis:plugin/log@0.3.0": crate::bindings::controller::trellis::plugin::log,
+            "trellis:plugin/types@0.4.0": crate::bindings::controller::trellis::plugin::types,
+            "trellis:plugin/log@0.4.0": crate::bindings::controller::trellis::plugin::log,
         },
     });
 }

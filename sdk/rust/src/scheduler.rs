@@ -21,7 +21,7 @@ pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::Node as
 pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::Pod as WirePod;
 pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::{
     Container, FilterResult, HostPort, NodeFields, NodeId, Phases, PlacedPod, PluginInfo,
-    PodFields, PodMeta, Reason, Rejection,
+    PodFields, PodMeta, Reason,
 };
 use crate::bindings::types::{NodeAffinity, NodeImage, PodAffinity, TopologySpreadConstraint};
 pub use crate::{label_value, Label, PluginError, Resources, Taint, TaintEffect, Toleration};
@@ -467,21 +467,14 @@ impl Refusal {
 /// listed once.
 fn with_reasons(feasible: Vec<NodeId>, refused: &[(NodeId, &'static Refusal)]) -> FilterResult {
     let mut seen: Vec<&'static Refusal> = Vec::new();
-    let rejected = refused
+    let rejected_reasons = refused
         .iter()
-        .map(|&(node, r)| {
-            let i = match seen.iter().position(|s| std::ptr::eq(*s, r) || *s == r) {
-                Some(i) => i,
-                None => {
-                    seen.push(r);
-                    seen.len() - 1
-                }
-            };
-            Rejection {
-                node,
-                reason: i as u32,
-            }
-        })
+        .map(
+            |&(_, r)| match seen.iter().position(|s| std::ptr::eq(*s, r) || *s == r) {
+                Some(i) => i as u8,
+                None => reason_index(&mut seen, r),
+            },
+        )
         .collect();
     let reasons = seen
         .iter()
@@ -492,8 +485,32 @@ fn with_reasons(feasible: Vec<NodeId>, refused: &[(NodeId, &'static Refusal)]) -
         .collect();
     FilterResult {
         feasible,
-        rejected,
+        rejected: refused.iter().map(|&(node, _)| node).collect(),
+        rejected_reasons,
         reasons,
+    }
+}
+
+/// Most distinct reasons one filter answer may give (the WIT limit).
+pub const MAX_REASONS: usize = 64;
+
+/// The index of a reason not listed yet: listed last, or, with
+/// [`MAX_REASONS`] listed already, the last one's (the node is then counted
+/// under that reason).
+fn reason_index<T>(listed: &mut Vec<T>, new: T) -> u8 {
+    if listed.len() < MAX_REASONS {
+        listed.push(new);
+    }
+    (listed.len() - 1) as u8
+}
+
+impl FilterResult {
+    /// Each refused node with the index of its reason in `reasons`.
+    pub fn rejections(&self) -> impl Iterator<Item = (NodeId, u8)> + '_ {
+        self.rejected
+            .iter()
+            .copied()
+            .zip(self.rejected_reasons.iter().copied())
     }
 }
 
@@ -552,6 +569,7 @@ impl Verdicts {
             out: FilterResult {
                 feasible: Vec::with_capacity(feasible),
                 rejected: Vec::new(),
+                rejected_reasons: Vec::new(),
                 reasons: Vec::new(),
             },
         }
@@ -576,19 +594,17 @@ impl Verdicts {
             .iter()
             .position(|r| r.message == reason && r.unresolvable == unresolvable)
         {
-            Some(i) => i,
-            None => {
-                self.out.reasons.push(Reason {
+            Some(i) => i as u8,
+            None => reason_index(
+                &mut self.out.reasons,
+                Reason {
                     message: reason.to_string(),
                     unresolvable,
-                });
-                self.out.reasons.len() - 1
-            }
+                },
+            ),
         };
-        self.out.rejected.push(Rejection {
-            node: id,
-            reason: idx as u32,
-        });
+        self.out.rejected.push(id);
+        self.out.rejected_reasons.push(idx);
     }
 
     /// The verdicts.
@@ -751,10 +767,21 @@ mod tests {
         let r = v.finish();
         assert_eq!(r.feasible, vec![1, 4]);
         assert_eq!(r.reasons.len(), 2);
-        assert_eq!(
-            r.rejected.iter().map(|x| x.reason).collect::<Vec<_>>(),
-            vec![0, 0, 1]
-        );
+        assert_eq!(r.rejected, vec![0, 2, 3]);
+        assert_eq!(r.rejected_reasons, vec![0, 0, 1]);
+    }
+
+    #[test]
+    fn verdicts_list_at_most_the_contracts_reasons() {
+        let mut v = Verdicts::new(0);
+        for i in 0..70 {
+            v.reject(i, &format!("reason {i}"), false);
+        }
+        let r = v.finish();
+        assert_eq!(r.reasons.len(), MAX_REASONS);
+        assert_eq!(r.rejected.len(), 70);
+        assert_eq!(r.rejected_reasons[62], 62);
+        assert!(r.rejected_reasons[63..].iter().all(|&i| i == 63));
     }
 
     #[test]
@@ -776,10 +803,10 @@ mod tests {
 
     /// A filter answer in comparable parts.
     #[allow(clippy::type_complexity)]
-    fn parts(r: &FilterResult) -> (Vec<NodeId>, Vec<(NodeId, u32)>, Vec<(String, bool)>) {
+    fn parts(r: &FilterResult) -> (Vec<NodeId>, Vec<(NodeId, u8)>, Vec<(String, bool)>) {
         (
             r.feasible.clone(),
-            r.rejected.iter().map(|x| (x.node, x.reason)).collect(),
+            r.rejections().collect(),
             r.reasons
                 .iter()
                 .map(|x| (x.message.clone(), x.unresolvable))
@@ -858,9 +885,8 @@ mod tests {
         assert!(r.reasons[0].unresolvable && !r.reasons[1].unresolvable);
         assert_eq!(r.rejected.len(), 15);
         assert!(r
-            .rejected
-            .iter()
-            .all(|x| x.reason == u32::from(x.node % 4 == 2)));
+            .rejections()
+            .all(|(node, reason)| reason == u8::from(node % 4 == 2)));
         assert_eq!(r.feasible, vec![3, 7, 11, 15, 19]);
         let err = t.filter(&[0, 1, 55], 0, |_| None).unwrap_err();
         assert!(

@@ -426,11 +426,10 @@ fn run_cycle(
             Ok(r) => {
                 outcome.feasible = r.feasible.iter().map(|&id| name_of(id)).collect();
                 outcome.rejected = r
-                    .rejected
-                    .iter()
-                    .map(|x| {
-                        let reason = &r.reasons[x.reason as usize];
-                        (name_of(x.node), reason.message.clone(), reason.unresolvable)
+                    .rejections()
+                    .map(|(node, reason)| {
+                        let reason = &r.reasons[reason as usize];
+                        (name_of(node), reason.message.clone(), reason.unresolvable)
                     })
                     .collect();
                 r.feasible

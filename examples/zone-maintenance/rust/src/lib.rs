@@ -60,7 +60,7 @@ fn parse_config(config: &str) -> Result<Vec<String>, PluginError> {
 impl SchedulerPlugin for ZoneMaintenance {
     fn info() -> PluginInfo {
         // Verdicts and scores depend on nodes only: the host sends no pods.
-        plugin_info("ZoneMaintenance", "0.3.0", Phases::FILTER | Phases::SCORE)
+        plugin_info("ZoneMaintenance", "0.4.0", Phases::FILTER | Phases::SCORE)
             .nodes_only()
             .reads(PodFields::empty())
             .reads_nodes(NodeFields::LABELS)

@@ -11,7 +11,7 @@ pub use crate::bindings::admission::exports::trellis::plugin::admission::Admissi
 
 pub(crate) const ROLE: RoleInfo = RoleInfo {
     name: "admission",
-    export: "trellis:plugin/admission@0.3.0",
+    export: "trellis:plugin/admission@0.4.0",
     allowed: &[
         Capability::Log,
         Capability::ObjectsRead,

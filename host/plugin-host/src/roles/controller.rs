@@ -25,7 +25,7 @@ pub use crate::bindings::types::KindRef;
 
 pub(crate) const ROLE: RoleInfo = RoleInfo {
     name: "controller",
-    export: "trellis:plugin/reconciler@0.3.0",
+    export: "trellis:plugin/reconciler@0.4.0",
     allowed: &[
         Capability::Log,
         Capability::ObjectsRead,

@@ -13,7 +13,7 @@ pub use crate::bindings::probe::exports::trellis::plugin::probe::{
 
 pub(crate) const ROLE: RoleInfo = RoleInfo {
     name: "probe",
-    export: "trellis:plugin/probe@0.3.0",
+    export: "trellis:plugin/probe@0.4.0",
     allowed: &[Capability::Log, Capability::PodNetwork, Capability::PodExec],
 };
 

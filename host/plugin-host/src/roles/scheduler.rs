@@ -21,7 +21,7 @@ pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::Node as
 pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::Pod as WirePod;
 pub use crate::bindings::scheduler::exports::trellis::plugin::scheduler::{
     Container, FilterResult, HostPort, NodeFields, NodeId, Phases, PlacedPod, PluginInfo,
-    PodFields, PodMeta, Reason, Rejection,
+    PodFields, PodMeta, Reason,
 };
 pub use crate::bindings::types::{
     Label, LabelSelector, NodeAffinity, NodeImage, NodeSelectorTerm, PodAffinity, PodAffinityTerm,
@@ -32,7 +32,7 @@ pub use crate::bindings::types::{
 
 pub(crate) const ROLE: RoleInfo = RoleInfo {
     name: "scheduler",
-    export: "trellis:plugin/scheduler@0.3.0",
+    export: "trellis:plugin/scheduler@0.4.0",
     allowed: &[Capability::Log],
 };
 
@@ -563,8 +563,8 @@ pub fn check_candidates(candidates: &[NodeId]) -> Result<(), CallError> {
     Ok(())
 }
 
-/// A filter answer names no more nodes than it was given, and every
-/// rejection a reason that exists.
+/// A filter answer names no more nodes than it was given, one reason per
+/// refused node, and every reason one that exists.
 pub fn check_filter_answer(candidates: &[NodeId], r: &FilterResult) -> Result<(), CallError> {
     let seen = r.feasible.len() + r.rejected.len();
     if seen > candidates.len() {
@@ -575,21 +575,40 @@ pub fn check_filter_answer(candidates: &[NodeId], r: &FilterResult) -> Result<()
             ),
         });
     }
-    if let Some(bad) = r
-        .rejected
-        .iter()
-        .find(|x| x.reason as usize >= r.reasons.len())
-    {
+    if r.rejected_reasons.len() != r.rejected.len() {
         return Err(CallError::Contract {
             reason: format!(
-                "rejection of node {} names reason {} of {}",
-                bad.node,
-                bad.reason,
+                "filter answered {} reasons for {} refused nodes",
+                r.rejected_reasons.len(),
+                r.rejected.len()
+            ),
+        });
+    }
+    // The highest index decides; `max` runs many per instruction.
+    let highest = r.rejected_reasons.iter().copied().max().unwrap_or(0);
+    if !r.rejected.is_empty() && highest as usize >= r.reasons.len() {
+        let (node, reason) = r
+            .rejections()
+            .find(|&(_, i)| i == highest)
+            .expect("the highest index is one of them");
+        return Err(CallError::Contract {
+            reason: format!(
+                "rejection of node {node} names reason {reason} of {}",
                 r.reasons.len()
             ),
         });
     }
     Ok(())
+}
+
+impl FilterResult {
+    /// Each refused node with the index of its reason in `reasons`.
+    pub fn rejections(&self) -> impl Iterator<Item = (NodeId, u8)> + '_ {
+        self.rejected
+            .iter()
+            .copied()
+            .zip(self.rejected_reasons.iter().copied())
+    }
 }
 
 /// A score answer has one score in 0..=100 per candidate.
@@ -716,5 +735,35 @@ mod tests {
         assert_eq!(w.allocatable.map(|a| a.milli_cpu), Some(4000));
         // No taints and no images: left out even when asked for.
         assert!(w.taints.is_none() && w.images.is_none());
+    }
+
+    #[test]
+    fn a_filter_answer_gives_each_refused_node_a_listed_reason() {
+        let answer = |rejected: Vec<NodeId>, rejected_reasons: Vec<u8>| FilterResult {
+            feasible: vec![0],
+            rejected,
+            rejected_reasons,
+            reasons: vec![Reason {
+                message: "node(s) were odd".into(),
+                unresolvable: false,
+            }],
+        };
+        let refused = |r: &FilterResult| match check_filter_answer(&[0, 1, 2], r) {
+            Err(CallError::Contract { reason }) => reason,
+            other => panic!("{other:?}"),
+        };
+        check_filter_answer(&[0, 1, 2], &answer(vec![1, 2], vec![0, 0])).unwrap();
+        assert_eq!(
+            refused(&answer(vec![1, 2], vec![0])),
+            "filter answered 1 reasons for 2 refused nodes"
+        );
+        assert_eq!(
+            refused(&answer(vec![1, 2], vec![0, 1])),
+            "rejection of node 2 names reason 1 of 1"
+        );
+        assert_eq!(
+            refused(&answer(vec![1, 2, 3], vec![0, 0, 0])),
+            "filter answered 4 verdicts for 3 candidates"
+        );
     }
 }

@@ -65,10 +65,8 @@ impl SchedulerPlugin for Misbehave {
         let (feasible, refused) = candidates.split_at(candidates.len().saturating_sub(self.refuse));
         Ok(FilterResult {
             feasible: feasible.to_vec(),
-            rejected: refused
-                .iter()
-                .map(|&node| Rejection { node, reason: 0 })
-                .collect(),
+            rejected: refused.to_vec(),
+            rejected_reasons: vec![0; refused.len()],
             reasons: if refused.is_empty() {
                 vec![]
             } else {

@@ -149,6 +149,15 @@ fn run_native(
     })
 }
 
+/// The zone-maintenance component, configured with [`CONFIG`].
+fn zone_plugin(engine: &PluginEngine) -> host::SchedulerPlugin {
+    load_scheduler(
+        engine,
+        "zone-maintenance",
+        PluginSpec::new("zones").config(CONFIG),
+    )
+}
+
 /// zone-maintenance over `nodes`: the component in a session, and the same
 /// crate native, both configured alike and told every node.
 fn zone_pair(
@@ -159,12 +168,7 @@ fn zone_pair(
     SchedulerSession,
     ZoneMaintenance,
 ) {
-    let plugin = load_scheduler(
-        engine,
-        "zone-maintenance",
-        PluginSpec::new("zones").config(CONFIG),
-    );
-    let (slot, session) = session_with(plugin, nodes);
+    let (slot, session) = session_with(zone_plugin(engine), nodes);
     let mut native = ZoneMaintenance::default();
     native.configure(CONFIG).unwrap();
     for (i, node) in nodes.iter().enumerate() {
@@ -282,11 +286,7 @@ fn main() {
     println!("\n== 2. one node change (upsert of a node with 10 labels), 5,000 nodes known ==");
     {
         let nodes: Vec<host::Node> = (0..5_000).map(host_node).collect();
-        let plugin = load_scheduler(
-            &engine,
-            "zone-maintenance",
-            PluginSpec::new("zones").config(CONFIG),
-        );
+        let plugin = zone_plugin(&engine);
         let (_slot, mut session) = session_with(plugin, &nodes);
         session
             .filter_pod(&trellis_tests::pod("warm"), &[0], 0)
@@ -489,11 +489,7 @@ fn chain_example(engine: &PluginEngine) {
     use trellis_scheduler::{ChainPlugin, WasmPlugin};
     let n = 5_000;
     let nodes: Vec<Arc<host::Node>> = (0..n).map(|i| Arc::new(host_node(i))).collect();
-    let wasm = load_scheduler(
-        engine,
-        "zone-maintenance",
-        PluginSpec::new("zones").config(CONFIG),
-    );
+    let wasm = zone_plugin(engine);
     let native =
         trellis_tests::native::NativePlugin::<ZoneMaintenance>::new(CONFIG).expect("native plugin");
     let mut plugins: [Box<dyn ChainPlugin>; 2] =

@@ -467,15 +467,16 @@ impl Refusal {
 /// listed once.
 fn with_reasons(feasible: Vec<NodeId>, refused: &[(NodeId, &'static Refusal)]) -> FilterResult {
     let mut seen: Vec<&'static Refusal> = Vec::new();
-    let rejected_reasons = refused
+    let (rejected, rejected_reasons) = refused
         .iter()
-        .map(
-            |&(_, r)| match seen.iter().position(|s| std::ptr::eq(*s, r) || *s == r) {
+        .map(|&(node, r)| {
+            let i = match seen.iter().position(|s| std::ptr::eq(*s, r) || *s == r) {
                 Some(i) => i as u8,
                 None => reason_index(&mut seen, r),
-            },
-        )
-        .collect();
+            };
+            (node, i)
+        })
+        .unzip();
     let reasons = seen
         .iter()
         .map(|r| Reason {
@@ -485,7 +486,7 @@ fn with_reasons(feasible: Vec<NodeId>, refused: &[(NodeId, &'static Refusal)]) -
         .collect();
     FilterResult {
         feasible,
-        rejected: refused.iter().map(|&(node, _)| node).collect(),
+        rejected,
         rejected_reasons,
         reasons,
     }
@@ -502,16 +503,6 @@ fn reason_index<T>(listed: &mut Vec<T>, new: T) -> u8 {
         listed.push(new);
     }
     (listed.len() - 1) as u8
-}
-
-impl FilterResult {
-    /// Each refused node with the index of its reason in `reasons`.
-    pub fn rejections(&self) -> impl Iterator<Item = (NodeId, u8)> + '_ {
-        self.rejected
-            .iter()
-            .copied()
-            .zip(self.rejected_reasons.iter().copied())
-    }
 }
 
 fn unknown_node(id: NodeId) -> PluginError {
@@ -801,12 +792,20 @@ mod tests {
     const FAR: Refusal = Refusal::unresolvable("node(s) too far");
     const FULL: Refusal = Refusal::resolvable("node(s) full");
 
+    /// Each refused node with its reason's index.
+    fn rejections(r: &FilterResult) -> impl Iterator<Item = (NodeId, u8)> + '_ {
+        r.rejected
+            .iter()
+            .copied()
+            .zip(r.rejected_reasons.iter().copied())
+    }
+
     /// A filter answer in comparable parts.
     #[allow(clippy::type_complexity)]
     fn parts(r: &FilterResult) -> (Vec<NodeId>, Vec<(NodeId, u8)>, Vec<(String, bool)>) {
         (
             r.feasible.clone(),
-            r.rejections().collect(),
+            rejections(r).collect(),
             r.reasons
                 .iter()
                 .map(|x| (x.message.clone(), x.unresolvable))
@@ -884,9 +883,7 @@ mod tests {
         assert_eq!(r.reasons[0].message, "node(s) too far");
         assert!(r.reasons[0].unresolvable && !r.reasons[1].unresolvable);
         assert_eq!(r.rejected.len(), 15);
-        assert!(r
-            .rejections()
-            .all(|(node, reason)| reason == u8::from(node % 4 == 2)));
+        assert!(rejections(&r).all(|(node, reason)| reason == u8::from(node % 4 == 2)));
         assert_eq!(r.feasible, vec![3, 7, 11, 15, 19]);
         let err = t.filter(&[0, 1, 55], 0, |_| None).unwrap_err();
         assert!(

@@ -234,7 +234,16 @@ impl Manager {
         let uid = uid_of(&pod).to_string();
         self.workers.retain(|_, tx| !tx.is_closed());
         if let Some(tx) = self.workers.get(&uid) {
-            tx.send_replace(Some(pod));
+            // As kubelet: a change of the status alone (mostly this agent's
+            // own writes) does not wake the worker; it reads the newest copy
+            // at its next pass.
+            tx.send_if_modified(|old| {
+                let wake = old
+                    .as_ref()
+                    .is_none_or(|old| differs_beyond_status(old, &pod));
+                *old = Some(pod);
+                wake
+            });
             return;
         }
         let finished = matches!(
@@ -278,6 +287,21 @@ impl Manager {
     }
 }
 
+/// Whether two copies of a pod differ in more than their status and the
+/// bookkeeping every write changes (kubelet's podsDifferSemantically looks
+/// at the spec, labels, annotations and deletion fields).
+fn differs_beyond_status(a: &Value, b: &Value) -> bool {
+    fn meta(pod: &Value) -> impl Iterator<Item = (&String, &Value)> {
+        const BOOKKEEPING: [&str; 2] = ["resourceVersion", "managedFields"];
+        pod["metadata"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !BOOKKEEPING.contains(&k.as_str()))
+    }
+    a["spec"] != b["spec"] || !meta(a).eq(meta(b))
+}
+
 pub(crate) fn uid_of(pod: &Value) -> &str {
     pod["metadata"]["uid"].as_str().unwrap_or_default()
 }
@@ -293,4 +317,33 @@ pub(crate) fn ns_name(pod: &Value) -> (String, String) {
             .unwrap_or_default()
             .to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_a_change_beyond_the_status_wakes_a_worker() {
+        let pod = json!({
+            "metadata": {"name": "p", "resourceVersion": "7", "labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "c"}]},
+            "status": {"phase": "Pending"},
+        });
+        let mut written = pod.clone();
+        written["metadata"]["resourceVersion"] = json!("8");
+        written["metadata"]["managedFields"] = json!([{"manager": "trellis-agent"}]);
+        written["status"] = json!({"phase": "Running"});
+        assert!(!differs_beyond_status(&pod, &written));
+        let mut deleting = written.clone();
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-11-24T16:00:00Z");
+        assert!(differs_beyond_status(&written, &deleting));
+        let mut relabelled = written.clone();
+        relabelled["metadata"]["labels"]["app"] = json!("b");
+        assert!(differs_beyond_status(&written, &relabelled));
+        let mut resized = written.clone();
+        resized["spec"]["containers"][0]["image"] = json!("busybox");
+        assert!(differs_beyond_status(&written, &resized));
+    }
 }

@@ -218,7 +218,7 @@ impl Worker {
             "conditions": conditions,
             "hostIP": host_ip,
             "hostIPs": [{"ip": host_ip}],
-            "startTime": self.pod["status"]["startTime"].as_str().map(str::to_string).unwrap_or_else(now_rfc3339),
+            "startTime": self.start_time(),
             "containerStatuses": statuses,
         });
         if !inits.is_empty() {
@@ -232,6 +232,15 @@ impl Worker {
             status["qosClass"] = json!(q);
         }
         status
+    }
+
+    /// When the agent first saw the pod: as written in its status, or as this
+    /// worker last wrote it (the pod copy may predate that write), or now.
+    fn start_time(&self) -> String {
+        [&self.pod["status"], &self.last_status]
+            .iter()
+            .find_map(|s| s["startTime"].as_str())
+            .map_or_else(now_rfc3339, str::to_string)
     }
 
     /// Keep a condition's transition time while its status stays.

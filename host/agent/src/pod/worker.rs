@@ -133,13 +133,17 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Value>>) {
                     // The manager is gone: the agent is stopping; containers stay.
                     break;
                 }
-                match rx.borrow_and_update().clone() {
-                    Some(p) => w.pod = p,
-                    None => w.force_deleted = true,
-                }
             }
             _ = w.wake.notified() => {}
             _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        // The newest copy, also of a change that did not wake the worker.
+        match &*rx.borrow_and_update() {
+            Some(p) if p["metadata"]["resourceVersion"] != w.pod["metadata"]["resourceVersion"] => {
+                w.pod = p.clone()
+            }
+            Some(_) => {}
+            None => w.force_deleted = true,
         }
     }
     ctx.registry.remove(&ns, &name, &w.uid);
@@ -549,10 +553,12 @@ impl Worker {
         }
     }
 
-    /// Patch the pod's status when it changed.
+    /// Patch the pod's status when it changed. A field set to null and a
+    /// missing one are the same status: the merge patch removes null fields
+    /// (in the conditions too), so the pod comes back without them.
     async fn write_status(&mut self) {
         let status = self.compute_status();
-        if status == self.last_status {
+        if same_ignoring_nulls(&status, &self.last_status) {
             return;
         }
         self.patch_status(status).await;
@@ -581,6 +587,23 @@ impl Worker {
     }
 }
 
+/// Whether `a` and `b` are equal when a field whose value is null counts as
+/// absent, at any depth (as JSON merge patch treats them).
+fn same_ignoring_nulls(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            const NULL: &Value = &Value::Null;
+            x.keys()
+                .chain(y.keys())
+                .all(|k| same_ignoring_nulls(x.get(k).unwrap_or(NULL), y.get(k).unwrap_or(NULL)))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same_ignoring_nulls(v, w))
+        }
+        _ => a == b,
+    }
+}
+
 /// Go's duration format for back-off messages ("10s", "1m20s", "5m0s").
 fn humanize(d: Duration) -> String {
     let s = d.as_secs();
@@ -596,6 +619,27 @@ fn humanize(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_null_field_is_the_same_status_as_a_missing_one() {
+        let written = json!({"phase": "Running", "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastProbeTime": null}]});
+        let read_back = json!({"phase": "Running", "conditions": [
+            {"type": "PodScheduled", "status": "True"}]});
+        assert!(same_ignoring_nulls(&written, &read_back));
+        assert!(same_ignoring_nulls(&read_back, &written));
+        let changed = json!({"phase": "Running", "conditions": [
+            {"type": "PodScheduled", "status": "False"}]});
+        assert!(!same_ignoring_nulls(&written, &changed));
+        let more = json!({"phase": "Running", "conditions": [
+            {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]});
+        assert!(!same_ignoring_nulls(&read_back, &more));
+        assert!(!same_ignoring_nulls(
+            &json!({"podIP": "10.0.0.2"}),
+            &json!({})
+        ));
+        assert!(!same_ignoring_nulls(&json!({"a": {}}), &json!({"a": null})));
+    }
 
     #[test]
     fn times_parse_back() {

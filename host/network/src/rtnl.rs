@@ -11,12 +11,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    DecodeError, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
+    NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    LinkMessageBuffer,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -24,6 +25,13 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
+
+/// `RTM_NEWLINK`, and the link attributes [`decode_link`] reads
+/// (linux/rtnetlink.h, linux/if_link.h).
+const RTM_NEWLINK: u16 = 16;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
 
 /// Size of the receive buffer; the kernel fills dump replies up to 32 KiB.
 const RECV_BUFFER: usize = 64 * 1024;
@@ -93,6 +101,39 @@ impl Rtnl {
         flags: u16,
     ) -> io::Result<Vec<RouteNetlinkMessage>> {
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut replies = Vec::new();
+        self.exchange(message, flags, |bytes| {
+            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+                Ok(m) => {
+                    if let NetlinkPayload::InnerMessage(inner) = m.payload {
+                        replies.push(inner);
+                    }
+                    Ok(())
+                }
+                Err(e) if dump => {
+                    // One object we cannot decode (a newer attribute
+                    // format) must not hide the others.
+                    tracing::debug!(error = %e, "skipping undecodable netlink dump entry");
+                    Ok(())
+                }
+                Err(e) => Err(io::Error::other(format!(
+                    "cannot decode netlink reply: {e}"
+                ))),
+            }
+        })?;
+        Ok(replies)
+    }
+
+    /// Sends `message` and hands each reply to `each`, as a whole netlink
+    /// message, up to `NLMSG_DONE` for a dump and up to the ack otherwise;
+    /// an error the kernel answers is returned as such.
+    fn exchange(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        mut each: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         self.sequence = self.sequence.wrapping_add(1);
         let sequence = self.sequence;
         let mut header = NetlinkHeader::default();
@@ -104,7 +145,6 @@ impl Rtnl {
         packet.serialize(&mut out);
         self.socket.send(&out, 0)?;
 
-        let mut replies = Vec::new();
         loop {
             let received = {
                 let mut slice = &mut self.buffer[..];
@@ -127,35 +167,28 @@ impl Rtnl {
                 if length < 16 || length > bytes.len() {
                     return Err(io::Error::other("malformed netlink message length"));
                 }
-                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..length]);
+                let bytes = &bytes[..length];
                 offset += (length + 3) & !3;
-                let message = match parsed {
-                    Ok(m) => m,
-                    Err(e) if dump => {
-                        // One object we cannot decode (a newer attribute
-                        // format) must not hide the others.
-                        tracing::debug!(error = %e, "skipping undecodable netlink dump entry");
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(io::Error::other(format!(
-                            "cannot decode netlink reply: {e}"
-                        )))
-                    }
-                };
-                if message.header.sequence_number != sequence {
+                let header = NetlinkBuffer::new(bytes);
+                if header.sequence_number() != sequence {
                     continue;
                 }
-                match message.payload {
-                    NetlinkPayload::Error(err) => {
-                        return match err.code {
-                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                            None => Ok(replies),
+                match header.message_type() {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let error = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
+                            .map_err(|e| {
+                                io::Error::other(format!("cannot decode netlink error: {e}"))
+                            })?;
+                        return match error.payload {
+                            NetlinkPayload::Error(err) => match err.code {
+                                Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                                None => Ok(()),
+                            },
+                            _ => Err(io::Error::other("malformed netlink error")),
                         };
                     }
-                    NetlinkPayload::Done(_) => return Ok(replies),
-                    NetlinkPayload::InnerMessage(inner) => replies.push(inner),
-                    _ => {}
+                    _ => each(bytes)?,
                 }
             }
         }
@@ -167,11 +200,16 @@ impl Rtnl {
         message
             .attributes
             .push(LinkAttribute::IfName(name.to_owned()));
-        match self.request(RouteNetlinkMessage::GetLink(message), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(to_link(&l)),
-                _ => None,
-            })),
+        let mut link = None;
+        let found = self.exchange(RouteNetlinkMessage::GetLink(message), 0, |bytes| {
+            let header = NetlinkBuffer::new(bytes);
+            if link.is_none() && header.message_type() == RTM_NEWLINK {
+                link = Some(decode_link(header.payload())?);
+            }
+            Ok(())
+        });
+        match found {
+            Ok(()) => Ok(link),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -401,25 +439,42 @@ impl Rtnl {
     }
 }
 
-fn to_link(message: &LinkMessage) -> Link {
+/// What a [`Link`] holds, read from an `RTM_NEWLINK` message's payload
+/// alone. A full decode parses every attribute, and netlink-packet-route
+/// formats the whole `IFLA_INFO_DATA` of a bridge (dozens of attributes)
+/// into an error context once per attribute, on every lookup.
+fn decode_link(payload: &[u8]) -> io::Result<Link> {
+    let malformed = |e: DecodeError| io::Error::other(format!("cannot decode netlink link: {e}"));
+    let message = LinkMessageBuffer::new_checked(payload).map_err(malformed)?;
     let mut link = Link {
-        index: message.header.index,
-        up: message.header.flags.contains(LinkFlags::Up),
+        index: message.link_index(),
+        up: LinkFlags::from_bits_retain(message.flags()).contains(LinkFlags::Up),
         controller: None,
         kind: String::new(),
     };
-    for attr in &message.attributes {
-        match attr {
-            LinkAttribute::Controller(c) if *c != 0 => link.controller = Some(*c),
-            LinkAttribute::LinkInfo(infos) => {
-                for info in infos {
-                    if let LinkInfo::Kind(kind) = info {
-                        link.kind = kind.to_string();
+    for attribute in message.attributes() {
+        let attribute = attribute.map_err(malformed)?;
+        match attribute.kind() {
+            IFLA_MASTER => {
+                let index = attribute
+                    .value()
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_ne_bytes)
+                    .ok_or_else(|| io::Error::other("malformed IFLA_MASTER"))?;
+                link.controller = (index != 0).then_some(index);
+            }
+            IFLA_LINKINFO => {
+                for info in NlasIterator::new(attribute.value()) {
+                    let info = info.map_err(malformed)?;
+                    if info.kind() == IFLA_INFO_KIND {
+                        let kind = info.value().split(|b| *b == 0).next().unwrap_or_default();
+                        link.kind = String::from_utf8_lossy(kind).into_owned();
                     }
                 }
             }
             _ => {}
         }
     }
-    link
+    Ok(link)
 }

@@ -238,6 +238,9 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Streamed logs and exec output are small writes: no Nagle
+                // delay (see the API server's accept loop).
+                let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 let mut stop = stop_rx.clone();
                 let drain = drain_tx.clone();

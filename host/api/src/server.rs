@@ -182,6 +182,11 @@ impl ApiServer {
                             continue;
                         }
                     };
+                    // As Go's net package (so kube-apiserver) does. With
+                    // Nagle's algorithm a watch event written while the
+                    // previous one is unacknowledged waits for the ack, which
+                    // a client that only reads delays by up to 40 ms.
+                    let _ = stream.set_nodelay(true);
                     let server = self.clone();
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let server = server.clone();

@@ -11,8 +11,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 
 use netlink_packet_core::{
-    DecodeError, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
-    NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    DecodeError, ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NlasIterator, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -29,6 +30,7 @@ use netlink_sys::{Socket, SocketAddr};
 /// `RTM_NEWLINK`, and the link attributes [`decode_link`] reads
 /// (linux/rtnetlink.h, linux/if_link.h).
 const RTM_NEWLINK: u16 = 16;
+const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
@@ -40,6 +42,7 @@ const RECV_BUFFER: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Link {
     pub(crate) index: u32,
+    pub(crate) name: String,
     pub(crate) up: bool,
     /// The bridge (or other controller) the interface is a port of.
     pub(crate) controller: Option<u32>,
@@ -158,12 +161,9 @@ impl Rtnl {
             let mut offset = 0;
             while offset < received {
                 let bytes = &self.buffer[offset..received];
-                let length = u32::from_ne_bytes(
-                    bytes
-                        .get(..4)
-                        .and_then(|b| b.try_into().ok())
-                        .ok_or_else(|| io::Error::other("truncated netlink message"))?,
-                ) as usize;
+                let length = ne_u32(bytes)
+                    .ok_or_else(|| io::Error::other("truncated netlink message"))?
+                    as usize;
                 if length < 16 || length > bytes.len() {
                     return Err(io::Error::other("malformed netlink message length"));
                 }
@@ -176,16 +176,13 @@ impl Rtnl {
                 match header.message_type() {
                     NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
-                        let error = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
-                            .map_err(|e| {
-                                io::Error::other(format!("cannot decode netlink error: {e}"))
-                            })?;
-                        return match error.payload {
-                            NetlinkPayload::Error(err) => match err.code {
-                                Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                                None => Ok(()),
-                            },
-                            _ => Err(io::Error::other("malformed netlink error")),
+                        // An ack is an error message with code 0.
+                        let error = ErrorBuffer::new_checked(header.payload()).map_err(|e| {
+                            io::Error::other(format!("cannot decode netlink error: {e}"))
+                        })?;
+                        return match error.code() {
+                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                            None => Ok(()),
                         };
                     }
                     _ => each(bytes)?,
@@ -200,6 +197,18 @@ impl Rtnl {
         message
             .attributes
             .push(LinkAttribute::IfName(name.to_owned()));
+        self.get_link(message)
+    }
+
+    /// The name of the interface with index `index`, if there is one.
+    pub(crate) fn link_name(&mut self, index: u32) -> io::Result<Option<String>> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        Ok(self.get_link(message)?.map(|l| l.name))
+    }
+
+    /// The interface a `RTM_GETLINK` names, if there is one.
+    fn get_link(&mut self, message: LinkMessage) -> io::Result<Option<Link>> {
         let mut link = None;
         let found = self.exchange(RouteNetlinkMessage::GetLink(message), 0, |bytes| {
             let header = NetlinkBuffer::new(bytes);
@@ -210,23 +219,6 @@ impl Rtnl {
         });
         match found {
             Ok(()) => Ok(link),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The name of the interface with index `index`, if there is one.
-    pub(crate) fn link_name(&mut self, index: u32) -> io::Result<Option<String>> {
-        let mut message = LinkMessage::default();
-        message.header.index = index;
-        match self.request(RouteNetlinkMessage::GetLink(message), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n),
-                    _ => None,
-                }),
-                _ => None,
-            })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -448,6 +440,7 @@ fn decode_link(payload: &[u8]) -> io::Result<Link> {
     let message = LinkMessageBuffer::new_checked(payload).map_err(malformed)?;
     let mut link = Link {
         index: message.link_index(),
+        name: String::new(),
         up: LinkFlags::from_bits_retain(message.flags()).contains(LinkFlags::Up),
         controller: None,
         kind: String::new(),
@@ -455,12 +448,9 @@ fn decode_link(payload: &[u8]) -> io::Result<Link> {
     for attribute in message.attributes() {
         let attribute = attribute.map_err(malformed)?;
         match attribute.kind() {
+            IFLA_IFNAME => link.name = c_string(attribute.value()),
             IFLA_MASTER => {
-                let index = attribute
-                    .value()
-                    .get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_ne_bytes)
+                let index = ne_u32(attribute.value())
                     .ok_or_else(|| io::Error::other("malformed IFLA_MASTER"))?;
                 link.controller = (index != 0).then_some(index);
             }
@@ -468,8 +458,7 @@ fn decode_link(payload: &[u8]) -> io::Result<Link> {
                 for info in NlasIterator::new(attribute.value()) {
                     let info = info.map_err(malformed)?;
                     if info.kind() == IFLA_INFO_KIND {
-                        let kind = info.value().split(|b| *b == 0).next().unwrap_or_default();
-                        link.kind = String::from_utf8_lossy(kind).into_owned();
+                        link.kind = c_string(info.value());
                     }
                 }
             }
@@ -477,4 +466,15 @@ fn decode_link(payload: &[u8]) -> io::Result<Link> {
         }
     }
     Ok(link)
+}
+
+/// The native-endian `u32` that `bytes` start with.
+fn ne_u32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
+/// A netlink string attribute: text up to its NUL.
+fn c_string(value: &[u8]) -> String {
+    let text = value.split(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(text).into_owned()
 }

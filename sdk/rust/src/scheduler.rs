@@ -470,10 +470,7 @@ fn with_reasons(feasible: Vec<NodeId>, refused: &[(NodeId, &'static Refusal)]) -
     let (rejected, rejected_reasons) = refused
         .iter()
         .map(|&(node, r)| {
-            let i = match seen.iter().position(|s| std::ptr::eq(*s, r) || *s == r) {
-                Some(i) => i as u8,
-                None => reason_index(&mut seen, r),
-            };
+            let i = reason_index(&mut seen, |s| std::ptr::eq(*s, r) || *s == r, || r);
             (node, i)
         })
         .unzip();
@@ -495,12 +492,15 @@ fn with_reasons(feasible: Vec<NodeId>, refused: &[(NodeId, &'static Refusal)]) -
 /// Most distinct reasons one filter answer may give (the WIT limit).
 pub const MAX_REASONS: usize = 64;
 
-/// The index of a reason not listed yet: listed last, or, with
-/// [`MAX_REASONS`] listed already, the last one's (the node is then counted
-/// under that reason).
-fn reason_index<T>(listed: &mut Vec<T>, new: T) -> u8 {
+/// The index of the listed reason `same` finds; else `new()` is listed last
+/// and its index given, or, with [`MAX_REASONS`] listed already, the last
+/// one's (the node is then counted under that reason).
+fn reason_index<T>(listed: &mut Vec<T>, same: impl Fn(&T) -> bool, new: impl FnOnce() -> T) -> u8 {
+    if let Some(i) = listed.iter().position(same) {
+        return i as u8;
+    }
     if listed.len() < MAX_REASONS {
-        listed.push(new);
+        listed.push(new());
     }
     (listed.len() - 1) as u8
 }
@@ -579,21 +579,14 @@ impl Verdicts {
     /// preemption on that node would not help.
     #[inline]
     pub fn reject(&mut self, id: NodeId, reason: &str, unresolvable: bool) {
-        let idx = match self
-            .out
-            .reasons
-            .iter()
-            .position(|r| r.message == reason && r.unresolvable == unresolvable)
-        {
-            Some(i) => i as u8,
-            None => reason_index(
-                &mut self.out.reasons,
-                Reason {
-                    message: reason.to_string(),
-                    unresolvable,
-                },
-            ),
-        };
+        let idx = reason_index(
+            &mut self.out.reasons,
+            |r| r.message == reason && r.unresolvable == unresolvable,
+            || Reason {
+                message: reason.to_string(),
+                unresolvable,
+            },
+        );
         self.out.rejected.push(id);
         self.out.rejected_reasons.push(idx);
     }

@@ -585,8 +585,8 @@ pub fn check_filter_answer(candidates: &[NodeId], r: &FilterResult) -> Result<()
         });
     }
     // The highest index decides; `max` runs many per instruction.
-    let highest = r.rejected_reasons.iter().copied().max().unwrap_or(0);
-    if !r.rejected.is_empty() && highest as usize >= r.reasons.len() {
+    let highest = r.rejected_reasons.iter().copied().max();
+    if let Some(highest) = highest.filter(|&h| h as usize >= r.reasons.len()) {
         let (node, reason) = r
             .rejections()
             .find(|&(_, i)| i == highest)

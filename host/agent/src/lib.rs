@@ -17,7 +17,9 @@
 //! iproute2's). These files come and go with every pod; on a tmpfs they cost
 //! no disk inode allocation (which, on ext4 without a journal, scans past
 //! every recently freed inode) and vanish on reboot with the containers and
-//! namespaces they describe.
+//! namespaces they describe. What must stay on disk spreads out instead:
+//! `pods/` is a top directory for ext4's allocator (`chattr +T`), so each
+//! pod's tree lands away from the trees of the pods just removed.
 
 pub mod env;
 mod events;
@@ -153,6 +155,7 @@ impl Agent {
     ) -> Result<Self, AgentError> {
         std::fs::create_dir_all(pods_dir(&cfg.data_dir))
             .map_err(|e| AgentError::Other(format!("{}: {e}", cfg.data_dir.display())))?;
+        spread_subdirectories(&pods_dir(&cfg.data_dir));
         mount_run_dir(&run_dir(&cfg.data_dir))?;
         let images = trellis_image::ImageStore::open(&cfg.data_dir.join("images"))?;
         let net_cfg = trellis_network::NetworkConfig {
@@ -251,6 +254,34 @@ pub(crate) fn run_pods_dir(data_dir: &Path) -> PathBuf {
     run_dir(data_dir).join("pods")
 }
 
+/// Mark `dir` as the top of unrelated directory trees (`chattr +T`), so that
+/// ext4 places each new subdirectory, and with it what is made inside, in a
+/// block group of its own choosing rather than beside its siblings. Where
+/// the filesystem has no such flag, nothing changes.
+///
+/// Each pod's directory is such a tree, made and removed with the pod. Near
+/// one another, the inodes of pods just removed sit in front of every new
+/// one, and ext4 without a journal scans past each inode freed in the last
+/// minute before it takes an older one: with pods coming and going, every
+/// inode a pod makes (its directories, logs, root filesystem layers) then
+/// costs a scan of the last minute's pods.
+fn spread_subdirectories(dir: &Path) {
+    use rustix::fs::{ioctl_getflags, ioctl_setflags, IFlags};
+    let Ok(d) = std::fs::File::open(dir) else {
+        return;
+    };
+    let marked = ioctl_getflags(&d).and_then(|flags| {
+        if flags.contains(IFlags::TOPDIR) {
+            Ok(())
+        } else {
+            ioctl_setflags(&d, flags | IFlags::TOPDIR)
+        }
+    });
+    if let Err(e) = marked {
+        tracing::debug!(dir = %dir.display(), error = %e, "cannot mark the pods' directory as a top directory");
+    }
+}
+
 /// Mount the runtime-state tmpfs on `dir` unless it is mounted (an agent
 /// restarting finds its shims there). Where mounting is not allowed (no
 /// root), the directory is used as it is.
@@ -308,4 +339,35 @@ pub fn reset(cfg: &AgentConfig) -> Result<(), AgentError> {
     }
     std::fs::remove_dir_all(&run).ok();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pods_directory_spreads_its_subdirectories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pods = tmp.path().join("pods");
+        std::fs::create_dir(&pods).unwrap();
+        let flags = || rustix::fs::ioctl_getflags(std::fs::File::open(&pods).unwrap());
+        let Ok(before) = flags() else {
+            // CI's disk is ext4, which has the flag.
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{} has no inode flags",
+                tmp.path().display()
+            );
+            spread_subdirectories(&pods);
+            return;
+        };
+        assert!(!before.contains(rustix::fs::IFlags::TOPDIR));
+        spread_subdirectories(&pods);
+        let after = flags().unwrap();
+        assert!(after.contains(rustix::fs::IFlags::TOPDIR), "{after:?}");
+        assert_eq!(after - rustix::fs::IFlags::TOPDIR, before);
+        // Twice is the same.
+        spread_subdirectories(&pods);
+        assert_eq!(flags().unwrap(), after);
+    }
 }

@@ -153,9 +153,10 @@ impl Agent {
         cfg: AgentConfig,
         plugins: PluginSource,
     ) -> Result<Self, AgentError> {
-        std::fs::create_dir_all(pods_dir(&cfg.data_dir))
+        let pods = pods_dir(&cfg.data_dir);
+        std::fs::create_dir_all(&pods)
             .map_err(|e| AgentError::Other(format!("{}: {e}", cfg.data_dir.display())))?;
-        spread_subdirectories(&pods_dir(&cfg.data_dir));
+        spread_subdirectories(&pods);
         mount_run_dir(&run_dir(&cfg.data_dir))?;
         let images = trellis_image::ImageStore::open(&cfg.data_dir.join("images"))?;
         let net_cfg = trellis_network::NetworkConfig {

@@ -79,11 +79,20 @@ impl ApiError {
 
     /// 409 on a stale `resourceVersion`.
     pub fn conflict(kind: &Kind, name: &str) -> Self {
+        Self::conflict_because(
+            kind,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+
+    /// 409 for a write that lost a race, saying which.
+    pub fn conflict_because(kind: &Kind, name: &str, why: &str) -> Self {
         Self::new(
             409,
             "Conflict",
             format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
                 Self::resource(kind)
             ),
         )

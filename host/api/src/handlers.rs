@@ -13,7 +13,7 @@ use crate::server::State;
 use crate::storage::{resource_version, ListOptions, ListPage};
 use crate::table::format_rfc3339 as rfc3339;
 use crate::util::{now_rfc3339, now_unix, random_suffix};
-use crate::{patch, selectors, table, validation};
+use crate::{patch, selectors, services, table, validation};
 
 /// Where a request points.
 #[derive(Debug, Clone)]
@@ -305,8 +305,20 @@ impl State {
         )
         .map_err(|e| invalid(kind, &name, e))?;
         self.namespace_must_accept(kind, &t.namespace).await?;
+        let service = services::is_service(kind);
         for _ in 0..MAX_RERUNS {
-            let admitted = self.admit(t, "CREATE", Some(obj.clone()), None, q).await?;
+            let mut obj = obj.clone();
+            if service {
+                services::assign(
+                    &self.objects,
+                    &self.config.service_ranges,
+                    kind,
+                    &mut obj,
+                    None,
+                )
+                .await?;
+            }
+            let admitted = self.admit(t, "CREATE", Some(obj), None, q).await?;
             let mut warnings = warnings_header(&warnings);
             warnings.extend(admitted.warnings);
             let obj = admitted.object.expect("a create has an object");
@@ -317,7 +329,7 @@ impl State {
                     warnings,
                 });
             }
-            let stored = if admitted.staged.is_empty() {
+            let stored = if admitted.staged.is_empty() && !service {
                 Some(self.objects.create(kind, &t.namespace, &name, obj).await?)
             } else {
                 self.objects
@@ -427,6 +439,10 @@ impl State {
                 };
             }
         }
+        let service = services::is_service(kind) && !status_only;
+        if service {
+            services::keep_allocated(&mut new, &old);
+        }
         if !status_only && old.get("spec") != new.get("spec") && kind.kind != "Event" {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             meta_mut(&mut new).insert("generation".into(), json!(g));
@@ -439,6 +455,10 @@ impl State {
             strict(q),
         )
         .map_err(|e| invalid(kind, &t.name, e))?;
+        if service {
+            let ranges = &self.config.service_ranges;
+            services::assign(&self.objects, ranges, kind, &mut new, Some(&old)).await?;
+        }
         let admitted = self.admit(t, "UPDATE", Some(new), Some(&old), q).await?;
         let new = admitted.object.expect("an update has an object");
         warnings.extend(admitted.warnings);

@@ -32,6 +32,7 @@ mod quota;
 pub mod registry;
 pub mod selectors;
 mod server;
+pub mod services;
 mod storage;
 pub mod table;
 mod util;

@@ -49,6 +49,14 @@ pub struct ApiConfig {
     /// finalizer from `spec.finalizers` when the namespace is empty (false;
     /// `trellis up` runs one).
     pub namespace_cleanup: bool,
+    /// Where Services' cluster IPs and node ports come from.
+    pub service_ranges: crate::services::ServiceRanges,
+    /// The address and port clients in the cluster reach this server at:
+    /// given, the `kubernetes` Service in `default` (the range's first
+    /// address, port 443) and its Endpoints and EndpointSlice point there,
+    /// as kube-apiserver's `--advertise-address` and `--secure-port` make
+    /// them.
+    pub advertise: Option<std::net::SocketAddr>,
 }
 
 impl ApiConfig {
@@ -61,7 +69,21 @@ impl ApiConfig {
             audit_log: None,
             node_agent_token: None,
             namespace_cleanup: true,
+            service_ranges: Default::default(),
+            advertise: None,
         }
+    }
+
+    /// Publish the `kubernetes` Service, pointing at `addr`.
+    pub fn advertise(mut self, addr: std::net::SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// Allocate Services' cluster IPs and node ports from `ranges`.
+    pub fn service_ranges(mut self, ranges: crate::services::ServiceRanges) -> Self {
+        self.service_ranges = ranges;
+        self
     }
 
     /// Leave emptying deleted namespaces to a namespace controller.
@@ -140,6 +162,14 @@ impl ApiServer {
                 Err(e) if e.code == 409 => {}
                 Err(e) => return Err(e),
             }
+        }
+        if let Some(addr) = state.config.advertise {
+            crate::services::publish_kubernetes_service(
+                &state.objects,
+                &state.config.service_ranges,
+                addr,
+            )
+            .await?;
         }
         let all = state.objects.list(nsk, "", &Default::default()).await?;
         for ns in all

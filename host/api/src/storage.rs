@@ -2,6 +2,11 @@
 //! its JSON without `resourceVersion`, which is always the key's mod revision
 //! when read. Lists page with continue tokens that pin the list's revision, so
 //! every page of one list shows the same moment.
+//!
+//! A Service's cluster IPs and node ports are keys of their own beside it
+//! (`services::held`): every write of a Service creates the ones it gains
+//! (which must be absent) and deletes the ones it drops, in its own
+//! transaction.
 
 use std::sync::Arc;
 
@@ -12,6 +17,7 @@ use trellis_store::{KeyValue, RangeRequest, Store, StoreError};
 use crate::error::ApiError;
 use crate::registry::Kind;
 use crate::selectors::{FieldSelector, LabelSelector};
+use crate::services;
 
 /// How to list.
 #[derive(Debug, Clone, Default)]
@@ -194,6 +200,12 @@ impl Objects {
         name: &str,
         mut obj: Value,
     ) -> Result<Value, ApiError> {
+        if services::is_service(kind) {
+            return self
+                .write_with(kind, ns, name, obj, None, &[])
+                .await?
+                .ok_or_else(|| lost_claim(kind, name));
+        }
         let key = kind.store_key(ns, name);
         let rev = self
             .store
@@ -206,8 +218,9 @@ impl Objects {
 
     /// Store `obj` (a create when `expected` is `None`, else a replace at
     /// `expected`) together with status writes staged by admission plugins,
-    /// in one transaction. `Ok(None)` means a staged write lost a race: the
-    /// caller reruns admission on fresh data.
+    /// and a Service with its claims, in one transaction. `Ok(None)` means a
+    /// staged write or a claim lost a race: the caller reruns admission (and
+    /// the allocation) on fresh data.
     pub async fn write_with(
         &self,
         kind: &Kind,
@@ -227,6 +240,27 @@ impl Objects {
             key.clone().into_bytes().into(),
             Self::encode(&obj),
         )];
+        if services::is_service(kind) {
+            let before = match expected {
+                None => Default::default(),
+                Some(rev) => {
+                    let cur = self.get_kv(kind, ns, name).await?;
+                    if cur.mod_revision != rev {
+                        return Err(ApiError::conflict(kind, name));
+                    }
+                    services::held(&Self::decode(&cur)?)
+                }
+            };
+            let after = services::held(&obj);
+            let value = Bytes::from(services::claim_value(&obj));
+            for k in after.difference(&before) {
+                compares.push(Compare::absent(k.clone().into_bytes()));
+                ops.push(TxnOp::Put(k.clone().into_bytes().into(), value.clone()));
+            }
+            for k in before.difference(&after) {
+                ops.push(TxnOp::Delete(k.clone().into_bytes().into()));
+            }
+        }
         for w in staged {
             // The staged status lands on the object as it was read; nothing
             // else of it changes.
@@ -282,6 +316,12 @@ impl Objects {
         mut obj: Value,
         expected: i64,
     ) -> Result<Value, ApiError> {
+        if services::is_service(kind) {
+            return self
+                .write_with(kind, ns, name, obj, Some(expected), &[])
+                .await?
+                .ok_or_else(|| lost_claim(kind, name));
+        }
         let key = kind.store_key(ns, name);
         let rev = self
             .store
@@ -300,6 +340,9 @@ impl Objects {
         name: &str,
         expected: Option<i64>,
     ) -> Result<Value, ApiError> {
+        if services::is_service(kind) {
+            return self.remove_service(kind, ns, name, expected).await;
+        }
         let key = kind.store_key(ns, name);
         let (rev, prev) = self
             .store
@@ -311,6 +354,73 @@ impl Objects {
         Ok(obj)
     }
 
+    /// Delete a Service and its claims together.
+    async fn remove_service(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        expected: Option<i64>,
+    ) -> Result<Value, ApiError> {
+        use trellis_store::{Compare, CompareOp, Txn, TxnOp};
+        let key = kind.store_key(ns, name);
+        loop {
+            let cur = self.get_kv(kind, ns, name).await?;
+            if expected.is_some_and(|rev| rev != cur.mod_revision) {
+                return Err(ApiError::conflict(kind, name));
+            }
+            let mut obj = Self::decode(&cur)?;
+            let mut ops = vec![TxnOp::Delete(key.clone().into_bytes().into())];
+            ops.extend(
+                services::held(&obj)
+                    .into_iter()
+                    .map(|k| TxnOp::Delete(k.into_bytes().into())),
+            );
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone().into_bytes(),
+                    CompareOp::Equal,
+                    cur.mod_revision,
+                )])
+                .and_then(ops);
+            let r = self
+                .store
+                .txn(txn)
+                .await
+                .map_err(|e| ApiError::from_store(e, kind, name))?;
+            if r.succeeded {
+                set_resource_version(&mut obj, r.revision);
+                return Ok(obj);
+            }
+            // Changed since read: with a precondition that is a conflict,
+            // the next read says which; without, delete what is there now.
+        }
+    }
+
+    /// Whether a claim key (see `services`) is taken.
+    pub(crate) async fn claimed(&self, key: &str) -> Result<bool, ApiError> {
+        self.store
+            .get(key.as_bytes())
+            .await
+            .map(|kv| kv.is_some())
+            .map_err(|e| ApiError::unavailable(e.to_string()))
+    }
+
+    /// The claims under `prefix`, as what follows it in their keys.
+    pub(crate) async fn claims(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
+        let resp = self
+            .store
+            .range(RangeRequest::prefix(prefix.as_bytes().to_vec()))
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        Ok(resp
+            .kvs
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(prefix.as_bytes()))
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect())
+    }
+
     /// The store's current revision.
     pub async fn revision(&self) -> Result<i64, ApiError> {
         self.store
@@ -318,6 +428,16 @@ impl Objects {
             .await
             .map_err(|e| ApiError::unavailable(e.to_string()))
     }
+}
+
+/// A Service's write lost a race for one of its claims where the caller
+/// cannot rerun the allocation.
+fn lost_claim(kind: &Kind, name: &str) -> ApiError {
+    ApiError::conflict_because(
+        kind,
+        name,
+        "a cluster IP or node port it asks for was just allocated to another service; please try again",
+    )
 }
 
 /// Set `metadata.resourceVersion`.

@@ -289,8 +289,229 @@ common::on_both_stores!(
     watch_prints_changes,
     create_deployment_sends_protobuf_and_gets_upstreams_object,
     create_service_and_expose_send_protobuf,
-    create_job_and_cronjob_send_protobuf
+    create_job_and_cronjob_send_protobuf,
+    services_get_cluster_ips_and_node_ports
 );
+
+/// Services get a cluster IP from 10.96.0.0/12 and node ports from
+/// 30000-32767 as from kube-apiserver: each at most once, kept across
+/// updates, freed on delete; `default/kubernetes` has the first address.
+fn services_get_cluster_ips_and_node_ports(c: Cluster) {
+    let spec = |name: &str| c.object("service", name)["spec"].clone();
+    let fails = |args: &[&str], expected: &str| {
+        let (code, out, err) = c.kubectl(args);
+        assert_ne!(code, 0, "{args:?} succeeded: {out}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    };
+    let in_range = |ip: &str| {
+        let ip: std::net::Ipv4Addr = ip.parse().unwrap_or_else(|_| panic!("{ip:?}"));
+        u32::from(ip) >> 20 == u32::from(std::net::Ipv4Addr::new(10, 96, 0, 0)) >> 20
+    };
+
+    let k = c.object("service", "kubernetes");
+    assert_eq!(k["spec"]["clusterIP"], "10.96.0.1", "{k}");
+    assert_eq!(k["spec"]["ports"][0]["port"], 443, "{k}");
+    let ep = c.object("endpoints", "kubernetes");
+    let kubeconfig = std::fs::read_to_string(c.kubeconfig()).unwrap();
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap_or_else(|| panic!("no server in {kubeconfig}"));
+    let port: u16 = server.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(ep["subsets"][0]["ports"][0]["port"], port, "{ep}");
+    let table = c.ok(&["get", "svc", "kubernetes"]);
+    assert!(
+        table.contains("10.96.0.1") && table.contains("443/TCP"),
+        "{table}"
+    );
+
+    c.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    let s = spec("web");
+    let ip = s["clusterIP"].as_str().unwrap().to_string();
+    assert!(in_range(&ip) && ip != "10.96.0.1", "{s}");
+    assert_eq!(s["clusterIPs"], serde_json::json!([ip]), "{s}");
+    assert!(c.ok(&["get", "svc", "web"]).contains(&ip));
+
+    // Asked for by hand: once, in the range.
+    c.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "fixed",
+        "--tcp=80:80",
+        "--clusterip=10.96.0.10",
+    ]);
+    assert_eq!(spec("fixed")["clusterIP"], "10.96.0.10");
+    fails(
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "dup",
+            "--tcp=80:80",
+            "--clusterip=10.96.0.10",
+        ],
+        "failed to allocate IP 10.96.0.10: provided IP is already allocated",
+    );
+    fails(
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "far",
+            "--tcp=80:80",
+            "--clusterip=10.200.0.10",
+        ],
+        "provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12",
+    );
+    // Deleting frees it.
+    c.ok(&["delete", "service", "fixed"]);
+    c.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "again",
+        "--tcp=80:80",
+        "--clusterip=10.96.0.10",
+    ]);
+
+    // Headless and ExternalName get none.
+    c.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "headless",
+        "--tcp=80:80",
+        "--clusterip=None",
+    ]);
+    assert_eq!(spec("headless")["clusterIP"], "None");
+    c.ok(&[
+        "create",
+        "service",
+        "externalname",
+        "ext",
+        "--external-name=example.com",
+    ]);
+    assert!(spec("ext").get("clusterIP").is_none());
+
+    // Node ports.
+    c.ok(&["create", "service", "nodeport", "np", "--tcp=8080:80"]);
+    let np = spec("np");
+    let node_port = np["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&node_port), "{np}");
+    c.ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "fixed-np",
+        "--tcp=80:80",
+        "--node-port=30080",
+    ]);
+    fails(
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "dup-np",
+            "--tcp=80:80",
+            "--node-port=30080",
+        ],
+        "spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated",
+    );
+    fails(
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "low-np",
+            "--tcp=80:80",
+            "--node-port=3000",
+        ],
+        "provided port is not in the valid range. The range of valid ports is 30000-32767",
+    );
+
+    // Updates: the cluster IP never changes; what an update leaves out is kept.
+    fails(
+        &[
+            "patch",
+            "service",
+            "web",
+            "-p",
+            r#"{"spec":{"clusterIP":"10.96.0.99"}}"#,
+        ],
+        "may not change once set",
+    );
+    let manifest = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: np}}\nspec:\n  type: NodePort\n  \
+         selector: {{app: np}}\n  ports: [{{port: 8080, targetPort: 80}}]\n"
+    );
+    let (code, out, err) = c.kubectl_stdin(&["replace", "-f", "-"], Some(&manifest));
+    assert_eq!(code, 0, "{out}{err}");
+    let np2 = spec("np");
+    assert_eq!(np2["clusterIP"], np["clusterIP"], "{np2}");
+    assert_eq!(np2["ports"][0]["nodePort"], node_port, "{np2}");
+    // A type without node ports drops them, and frees them.
+    c.ok(&[
+        "patch",
+        "service",
+        "fixed-np",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ]);
+    assert!(spec("fixed-np")["ports"][0].get("nodePort").is_none());
+    c.ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "reuse-np",
+        "--tcp=80:80",
+        "--node-port=30080",
+    ]);
+
+    // Ten creates racing for one address: exactly one gets it.
+    let results: Vec<i32> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let c = &c;
+                s.spawn(move || {
+                    let name = format!("race-{i}");
+                    c.kubectl(&[
+                        "create",
+                        "service",
+                        "clusterip",
+                        &name,
+                        "--tcp=80:80",
+                        "--clusterip=10.96.0.20",
+                    ])
+                    .0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        results.iter().filter(|c| **c == 0).count(),
+        1,
+        "{results:?}"
+    );
+    let ips: Vec<String> = c
+        .ok(&[
+            "get",
+            "services",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.clusterIP}{\"\\n\"}{end}",
+        ])
+        .lines()
+        .filter(|l| !l.is_empty() && *l != "None")
+        .map(str::to_string)
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        ips.len(),
+        "a cluster IP given twice: {ips:?}"
+    );
+}
 
 /// `kubectl create job|cronjob` send protobuf too; `--from=cronjob/NAME`
 /// adds an owner reference.

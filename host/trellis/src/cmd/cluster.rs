@@ -319,6 +319,23 @@ pub async fn run(
     .await
 }
 
+/// Where clients in the cluster reach a server listening on `addr` (the
+/// `kubernetes` Service's endpoint): its address, or for a wildcard one the
+/// address the host's default route leaves from, as kube-apiserver's
+/// `--advertise-address` defaults.
+fn advertised(addr: SocketAddr) -> SocketAddr {
+    if !addr.ip().is_unspecified() {
+        return addr;
+    }
+    let outbound = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|()| s))
+        .and_then(|s| s.local_addr());
+    let ip = outbound
+        .map(|a| a.ip())
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+    SocketAddr::new(ip, addr.port())
+}
+
 /// What runs beside the API server.
 #[derive(Default)]
 pub struct Runtimes {
@@ -381,7 +398,9 @@ pub async fn run_with(
         }
         None => None,
     };
-    let mut config = ApiConfig::new(auth).audit_log(data_dir.join("audit.log"));
+    let mut config = ApiConfig::new(auth)
+        .audit_log(data_dir.join("audit.log"))
+        .advertise(advertised(addr));
     // The API server proves itself to the node agent with a shared secret
     // when it proxies logs and exec.
     let mut agent = agent;

@@ -284,13 +284,8 @@ impl Objects {
             ops.push(TxnOp::Put(wkey.into_bytes().into(), Self::encode(&next)));
         }
         let txn = Txn::new().when(compares).and_then(ops);
-        let r = self
-            .store
-            .txn(txn)
-            .await
-            .map_err(|e| ApiError::from_store(e, kind, name))?;
-        if r.succeeded {
-            set_resource_version(&mut obj, r.revision);
+        if let Some(rev) = self.commit(txn, kind, name).await? {
+            set_resource_version(&mut obj, rev);
             return Ok(Some(obj));
         }
         // Which guard failed: the object's own (409) or a staged one (rerun).
@@ -383,18 +378,29 @@ impl Objects {
                     cur.mod_revision,
                 )])
                 .and_then(ops);
-            let r = self
-                .store
-                .txn(txn)
-                .await
-                .map_err(|e| ApiError::from_store(e, kind, name))?;
-            if r.succeeded {
-                set_resource_version(&mut obj, r.revision);
+            if let Some(rev) = self.commit(txn, kind, name).await? {
+                set_resource_version(&mut obj, rev);
                 return Ok(obj);
             }
             // Changed since read: with a precondition that is a conflict,
             // the next read says which; without, delete what is there now.
         }
+    }
+
+    /// Run a transaction about `kind` `name`: its revision if its guards
+    /// held, None if not.
+    async fn commit(
+        &self,
+        txn: trellis_store::Txn,
+        kind: &Kind,
+        name: &str,
+    ) -> Result<Option<i64>, ApiError> {
+        let r = self
+            .store
+            .txn(txn)
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, name))?;
+        Ok(r.succeeded.then_some(r.revision))
     }
 
     /// Whether a claim key (see `services`) is taken.

@@ -13,7 +13,7 @@ use crate::server::State;
 use crate::storage::{resource_version, ListOptions, ListPage};
 use crate::table::format_rfc3339 as rfc3339;
 use crate::util::{now_rfc3339, now_unix, random_suffix};
-use crate::{patch, selectors, services, table, validation};
+use crate::{patch, priority, selectors, services, table, validation};
 
 /// Where a request points.
 #[derive(Debug, Clone)]
@@ -305,6 +305,9 @@ impl State {
         )
         .map_err(|e| invalid(kind, &name, e))?;
         self.namespace_must_accept(kind, &t.namespace).await?;
+        if priority::is_pod(kind) {
+            priority::admit_pod(&self.objects, &mut obj).await?;
+        }
         let service = services::is_service(kind);
         for _ in 0..MAX_RERUNS {
             let mut obj = obj.clone();

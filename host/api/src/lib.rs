@@ -27,6 +27,7 @@ mod node_proxy;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod priority;
 mod protobuf;
 mod quota;
 pub mod registry;

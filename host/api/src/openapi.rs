@@ -70,7 +70,7 @@ macro_rules! builtins {
     };
 }
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery, rbac};
+use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery, rbac, scheduling};
 
 static BUILTINS: &[Builtin] = builtins![
     ("", "Namespace", core::v1::Namespace),
@@ -94,6 +94,11 @@ static BUILTINS: &[Builtin] = builtins![
     ("batch", "Job", batch::v1::Job),
     ("batch", "CronJob", batch::v1::CronJob),
     ("coordination.k8s.io", "Lease", coordination::v1::Lease),
+    (
+        "scheduling.k8s.io",
+        "PriorityClass",
+        scheduling::v1::PriorityClass
+    ),
     (
         "autoscaling",
         "HorizontalPodAutoscaler",

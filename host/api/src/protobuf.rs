@@ -1,6 +1,6 @@
 //! Kubernetes' protobuf request bodies, for the kinds kubectl's `create`
 //! generators send that way (`kubectl create namespace|configmap|secret|
-//! serviceaccount|service|deployment|job|cronjob`): client-go sends them as protobuf and never
+//! serviceaccount|service|deployment|job|cronjob|priorityclass`): client-go sends them as protobuf and never
 //! falls back to JSON. The envelope is `k8s\0` + `runtime.Unknown{typeMeta =
 //! 1, raw = 2}`; `raw` is decoded by a small schema per kind into the same
 //! JSON the server stores. Unset fields arrive as empty strings and are
@@ -303,6 +303,14 @@ const CRONJOB: &[(u64, &str, Field)] = &[
     (3, "status", Field::Skip),
 ];
 
+const PRIORITY_CLASS: &[(u64, &str, Field)] = &[
+    (1, "metadata", Field::Msg(META)),
+    (2, "value", Field::Int),
+    (3, "globalDefault", Field::BoolOmit),
+    (4, "description", Field::Str),
+    (5, "preemptionPolicy", Field::Str),
+];
+
 /// The schema of `kind`'s protobuf body, and whether it is strict (a field
 /// it does not list is refused instead of ignored).
 fn schema(kind: &Kind) -> Option<(&'static [(u64, &'static str, Field)], bool)> {
@@ -315,6 +323,7 @@ fn schema(kind: &Kind) -> Option<(&'static [(u64, &'static str, Field)], bool)> 
         ("", "Service") => Some((SERVICE, true)),
         ("batch", "Job") => Some((JOB, true)),
         ("batch", "CronJob") => Some((CRONJOB, true)),
+        ("scheduling.k8s.io", "PriorityClass") => Some((PRIORITY_CLASS, true)),
         _ => None,
     }
 }

@@ -122,6 +122,7 @@ pub static KINDS: &[Kind] = &[
     Kind { categories: ALL, ..k("batch", "v1", "Job", "jobs", "job", true, &[], true, false) },
     Kind { categories: ALL, ..k("batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], true, false) },
     k("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, &[], false, false),
+    k("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false, &["pc"], false, false),
     Kind { categories: ALL, ..k("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true, &["hpa"], true, false) },
     k("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true, &[], false, false),
     k("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", true, &[], false, false),

@@ -163,6 +163,18 @@ impl ApiServer {
                 Err(e) => return Err(e),
             }
         }
+        let classes = registry::by_kind("scheduling.k8s.io", "PriorityClass").expect("served");
+        for mut class in crate::priority::system_classes() {
+            let name = class["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let m = &mut class["metadata"];
+            m["uid"] = json!(uuid::Uuid::new_v4().to_string());
+            m["creationTimestamp"] = json!(now_rfc3339());
+            match state.objects.create(classes, "", &name, class).await {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {}
+                Err(e) => return Err(e),
+            }
+        }
         if let Some(addr) = state.config.advertise {
             crate::services::publish_kubernetes_service(
                 &state.objects,

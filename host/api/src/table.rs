@@ -536,6 +536,22 @@ fn printer_for(kind: &Kind) -> Printer {
                 plain(vec![name(o), json!(owner), o["revision"].clone(), age_cell(o, now)])
             }
         ),
+        ("scheduling.k8s.io", "PriorityClass") => p!(
+            &[
+                NAME,
+                col("Value", "integer", "Value is the integer value of this priority class."),
+                col("Global-Default", "boolean", "globalDefault indicates that the value of this PriorityClass should be used for pods without a PriorityClassName."),
+                AGE,
+                col("PreemptionPolicy", "string", "PreemptionPolicy is the Policy for preempting pods with lower priority."),
+            ],
+            |o, now| plain(vec![
+                name(o),
+                o["value"].clone(),
+                json!(o["globalDefault"].as_bool().unwrap_or(false)),
+                age_cell(o, now),
+                st(&o["preemptionPolicy"]),
+            ])
+        ),
         ("coordination.k8s.io", "Lease") => p!(
             &[NAME, col("Holder", "string", "The holder of the lease"), AGE],
             |o, now| plain(vec![name(o), st(&o["spec"]["holderIdentity"]), age_cell(o, now)])

@@ -290,8 +290,94 @@ common::on_both_stores!(
     create_deployment_sends_protobuf_and_gets_upstreams_object,
     create_service_and_expose_send_protobuf,
     create_job_and_cronjob_send_protobuf,
-    services_get_cluster_ips_and_node_ports
+    services_get_cluster_ips_and_node_ports,
+    priority_classes_set_pods_priority
 );
+
+/// PriorityClasses as upstream serves them, and a pod's priority from its
+/// class, the global default's, or 0, as the Priority admission sets it.
+fn priority_classes_set_pods_priority(c: Cluster) {
+    let table = c.ok(&["get", "priorityclasses"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("system-node-critical") && l.contains("2000001000")),
+        "{table}"
+    );
+    assert!(table.contains("system-cluster-critical"), "{table}");
+    let pod = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{extra}  containers: [{{name: c, image: busybox}}]\n"
+        )
+    };
+    let priority = |name: &str| {
+        c.ok(&[
+            "get",
+            "pod",
+            name,
+            "-o",
+            "jsonpath={.spec.priority} {.spec.priorityClassName} {.spec.preemptionPolicy}",
+        ])
+    };
+    c.apply(&pod("plain", ""));
+    assert_eq!(priority("plain"), "0  PreemptLowerPriority");
+
+    c.ok(&[
+        "create",
+        "priorityclass",
+        "high",
+        "--value=1000",
+        "--description=batch",
+        "--preemption-policy=Never",
+    ]);
+    let high = c.object("priorityclass", "high");
+    assert_eq!(high["value"], 1000, "{high}");
+    assert_eq!(high["preemptionPolicy"], "Never", "{high}");
+    c.apply(&pod("urgent", "  priorityClassName: high\n"));
+    assert_eq!(priority("urgent"), "1000 high Never");
+
+    c.ok(&[
+        "create",
+        "priorityclass",
+        "normal",
+        "--value=10",
+        "--global-default",
+    ]);
+    c.apply(&pod("defaulted", ""));
+    assert_eq!(priority("defaulted"), "10 normal PreemptLowerPriority");
+
+    let refused = |manifest: String, expected: &str| {
+        let (code, out, err) = c.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+        assert_ne!(code, 0, "accepted: {out}");
+        assert!(err.contains(expected), "{err}");
+    };
+    refused(
+        pod("lost", "  priorityClassName: nope\n"),
+        "pods \"lost\" is forbidden: no PriorityClass with name nope was found",
+    );
+    refused(
+        pod("forged", "  priority: 7\n"),
+        "the integer value of priority (7) must not be provided in pod spec; priority admission controller computed 10",
+    );
+    let (code, _, err) = c.kubectl(&["create", "priorityclass", "system-mine", "--value=5"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("priority class names with 'system-' prefix are reserved"),
+        "{err}"
+    );
+    let (code, _, err) = c.kubectl(&["create", "priorityclass", "huge", "--value=2000000000"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("maximum allowed value of a user defined priority is 1000000000"),
+        "{err}"
+    );
+    let (code, _, err) = c.kubectl(&["patch", "priorityclass", "high", "-p", r#"{"value":5}"#]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("value: Invalid value: 5: field is immutable"),
+        "{err}"
+    );
+}
 
 /// Services get a cluster IP from 10.96.0.0/12 and node ports from
 /// 30000-32767 as from kube-apiserver: each at most once, kept across

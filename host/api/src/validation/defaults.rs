@@ -65,6 +65,9 @@ pub(crate) fn apply(kind: &Kind, obj: &mut Value, op: Operation) {
                 service_spec(spec);
             }
         }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            default(obj, "preemptionPolicy", json!("PreemptLowerPriority"));
+        }
         ("", "Namespace") => {
             if create {
                 if let Some(spec) = ensure(obj, "spec") {

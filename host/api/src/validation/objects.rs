@@ -32,6 +32,7 @@ pub(crate) fn validate(kind: &Kind, obj: &Value, old: Option<&Value>, errs: &mut
         ("batch", "Job") => job(spec, old_spec, errs),
         ("batch", "CronJob") => cron_job(spec, errs),
         ("", "Service") => service(spec, errs),
+        ("scheduling.k8s.io", "PriorityClass") => priority_class(obj, old, errs),
         ("", "ConfigMap") => {
             let size = data_keys(obj, "data", "binaryData", false, errs)
                 + data_keys(obj, "binaryData", "data", true, errs);
@@ -518,6 +519,57 @@ fn data_keys(obj: &Value, field: &str, other: &str, base64: bool, errs: &mut Err
 fn decoded_len(text: &str) -> usize {
     let padding = text.bytes().rev().take_while(|b| *b == b'=').count();
     (text.len() / 4 * 3).saturating_sub(padding)
+}
+
+/// A PriorityClass: `system-` names and values above one billion are the
+/// system classes' own; value and preemption policy never change.
+fn priority_class(obj: &Value, old: Option<&Value>, errs: &mut Errs) {
+    use crate::priority::{HIGHEST_USER_PRIORITY, SYSTEM_CLASSES};
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let value = int(obj, "value");
+    let system = SYSTEM_CLASSES
+        .iter()
+        .any(|(n, v, _)| *n == name && value == Some(*v));
+    if !system {
+        if name.starts_with("system-") {
+            errs.invalid(
+                "metadata.name",
+                Bad::Str(name),
+                "priority class names with 'system-' prefix are reserved",
+            );
+        }
+        if value.is_some_and(|v| v > HIGHEST_USER_PRIORITY) {
+            errs.forbidden(
+                "value",
+                &format!(
+                    "maximum allowed value of a user defined priority is {HIGHEST_USER_PRIORITY}"
+                ),
+            );
+        }
+    }
+    match obj.get("value") {
+        None => errs.required("value", ""),
+        Some(v) if v.as_i64().and_then(|v| i32::try_from(v).ok()).is_none() => {
+            errs.invalid("value", bad_json(v), "must be a 32-bit integer")
+        }
+        _ => {}
+    }
+    match str_or_empty(obj, "preemptionPolicy") {
+        "PreemptLowerPriority" | "Never" => {}
+        other => errs.not_supported(
+            "preemptionPolicy",
+            other,
+            &["Never", "PreemptLowerPriority"],
+        ),
+    }
+    if let Some(old) = old {
+        for field in ["value", "preemptionPolicy"] {
+            if obj.get(field) != old.get(field) {
+                let v = obj.get(field).unwrap_or(&Value::Null);
+                errs.invalid(field, bad_json(v), "field is immutable");
+            }
+        }
+    }
 }
 
 /// Once `immutable` is set, data may not change and the flag stays set.

@@ -432,6 +432,8 @@ fn quota_resources_and_scopes_through_kubectl() {
 
     // NotBestEffort, and a PriorityClass scope selector.
     c.ok(&["create", "namespace", "prio"]);
+    // As upstream, a pod may only name a PriorityClass that exists.
+    c.ok(&["create", "priorityclass", "high", "--value=1000"]);
     quota_in(
         &c,
         "prio",

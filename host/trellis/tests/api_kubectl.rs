@@ -764,6 +764,7 @@ const EVERY_KIND: &[(&str, &str, &str)] = &[
     ("job.batch", "once", "tour"),
     ("cronjob.batch", "nightly", "tour"),
     ("lease.coordination.k8s.io", "leader", "tour"),
+    ("priorityclass.scheduling.k8s.io", "tour-high", ""),
     ("horizontalpodautoscaler.autoscaling", "web", "tour"),
     ("role.rbac.authorization.k8s.io", "reader", "tour"),
     ("rolebinding.rbac.authorization.k8s.io", "reader", "tour"),

@@ -294,6 +294,81 @@ common::on_both_stores!(
     priority_classes_set_pods_priority
 );
 
+/// `--service-cluster-ip-range` and `--service-node-port-range` bound what
+/// Services get: every address and port once, then a clear refusal; a
+/// delete gives one back.
+#[test]
+fn a_small_service_range_fills_up_then_frees() {
+    let c = Cluster::start(
+        &[
+            "up",
+            "--service-cluster-ip-range=10.0.0.0/29",
+            "--service-node-port-range=30000-30002",
+        ],
+        None,
+    );
+    // 6 usable addresses, the first the kubernetes Service's.
+    assert_eq!(
+        c.object("service", "kubernetes")["spec"]["clusterIP"],
+        "10.0.0.1"
+    );
+    let mut ips = std::collections::BTreeSet::new();
+    for i in 0..5 {
+        let name = format!("s{i}");
+        c.ok(&["create", "service", "clusterip", &name, "--tcp=80:80"]);
+        ips.insert(
+            c.object("service", &name)["spec"]["clusterIP"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let expected: std::collections::BTreeSet<String> =
+        (2..=6).map(|i| format!("10.0.0.{i}")).collect();
+    assert_eq!(ips, expected);
+    let (code, _, err) = c.kubectl(&["create", "service", "clusterip", "full", "--tcp=80:80"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("failed to allocate a serviceIP: range is full (10.0.0.0/29)"),
+        "{err}"
+    );
+    c.ok(&["delete", "service", "s3"]);
+    c.ok(&["create", "service", "clusterip", "full", "--tcp=80:80"]);
+    assert_eq!(
+        c.object("service", "full")["spec"]["clusterIP"],
+        c.object("service", "full")["spec"]["clusterIPs"][0]
+    );
+
+    // Three node ports: one service with two ports, one with one, then none
+    // left (the addresses they need come from two services deleted).
+    c.ok(&["delete", "service", "s0", "s1"]);
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: two, namespace: default}\nspec:\n  type: NodePort\n  ports: [{name: a, port: 80}, {name: b, port: 81}]\n",
+    );
+    let (code, _, err) = c.kubectl(&["create", "service", "nodeport", "np", "--tcp=80:80"]);
+    assert_eq!(code, 0, "{err}");
+    let mut ports: Vec<u64> = c.object("service", "two")["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(
+            c.object("service", "np")["spec"]["ports"]
+                .as_array()
+                .unwrap(),
+        )
+        .map(|p| p["nodePort"].as_u64().unwrap())
+        .collect();
+    ports.sort();
+    assert_eq!(ports, [30000, 30001, 30002]);
+    c.ok(&["delete", "service", "s2"]);
+    let (code, _, err) = c.kubectl(&["create", "service", "nodeport", "np2", "--tcp=80:80"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("failed to allocate a nodePort: range is full (30000-30002)"),
+        "{err}"
+    );
+}
+
 /// PriorityClasses as upstream serves them, and a pod's priority from its
 /// class, the global default's, or 0, as the Priority admission sets it.
 fn priority_classes_set_pods_priority(c: Cluster) {

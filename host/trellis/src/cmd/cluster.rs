@@ -307,6 +307,7 @@ pub async fn run(
     listen: SocketAddr,
     what: &str,
     plugin_dir: Option<&Path>,
+    services: &ServiceFlags,
 ) -> anyhow::Result<()> {
     run_with(
         store,
@@ -314,9 +315,31 @@ pub async fn run(
         listen,
         what,
         plugin_dir,
+        services,
         Runtimes::default(),
     )
     .await
+}
+
+/// kube-apiserver's flags for Services' cluster IPs and node ports.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceFlags {
+    /// Where Services' cluster IPs come from: an IPv4 CIDR, a mask of 12 to 30 bits (the first address is the `kubernetes` Service's).
+    #[arg(long, default_value = trellis_api::services::DEFAULT_SERVICE_CIDR)]
+    service_cluster_ip_range: String,
+    /// Where NodePort and LoadBalancer Services' node ports come from: FIRST-LAST.
+    #[arg(long, default_value = trellis_api::services::DEFAULT_NODE_PORTS)]
+    service_node_port_range: String,
+}
+
+impl ServiceFlags {
+    fn ranges(&self) -> anyhow::Result<trellis_api::services::ServiceRanges> {
+        trellis_api::services::ServiceRanges::new(
+            &self.service_cluster_ip_range,
+            &self.service_node_port_range,
+        )
+        .map_err(anyhow::Error::msg)
+    }
 }
 
 /// Where clients in the cluster reach a server listening on `addr` (the
@@ -356,8 +379,10 @@ pub async fn run_with(
     listen: SocketAddr,
     what: &str,
     plugin_dir: Option<&Path>,
+    services: &ServiceFlags,
     runtimes: Runtimes,
 ) -> anyhow::Result<()> {
+    let ranges = services.ranges()?;
     let Runtimes {
         scheduler: with_scheduler,
         controllers: with_controllers,
@@ -400,7 +425,8 @@ pub async fn run_with(
     };
     let mut config = ApiConfig::new(auth)
         .audit_log(data_dir.join("audit.log"))
-        .advertise(advertised(addr));
+        .advertise(advertised(addr))
+        .service_ranges(ranges);
     // The API server proves itself to the node agent with a shared secret
     // when it proxies logs and exec.
     let mut agent = agent;

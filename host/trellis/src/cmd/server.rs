@@ -26,6 +26,8 @@ pub struct Args {
     /// names a component here) and create the default chain if absent.
     #[arg(long)]
     plugin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    services: super::cluster::ServiceFlags,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -59,6 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.listen,
             "API server",
             args.plugin_dir.as_deref(),
+            &args.services,
         )
         .await
     })?;

@@ -29,6 +29,8 @@ pub struct Args {
     no_controllers: bool,
     #[command(flatten)]
     agent: super::agent::AgentFlags,
+    #[command(flatten)]
+    services: super::cluster::ServiceFlags,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -49,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.listen,
             "cluster (embedded store)",
             Some(&plugins),
+            &args.services,
             super::cluster::Runtimes {
                 scheduler: true,
                 controllers: !args.no_controllers,

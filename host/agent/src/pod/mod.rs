@@ -129,7 +129,9 @@ impl Ctx {
             ProbePlugins::new(plugins, exec).map_err(|e| AgentError::Probes(e.to_string()))?;
         let probes =
             probes.with_plugin_objects(Arc::new(crate::sources::PluginObjectsApi(client.clone())));
-        let events = Events::new(client.clone(), &cfg.node_name);
+        let all_starts = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+        let starts = Arc::new(tokio::sync::Semaphore::new(all_starts));
+        let events = Events::new(client.clone(), &cfg.node_name, starts.clone(), all_starts);
         let shims = Arc::new(ShimFactory::new(&cfg.shim_command.0, &cfg.shim_command.1));
         Ok(Arc::new(Self {
             client,
@@ -141,9 +143,7 @@ impl Ctx {
             registry,
             events,
             pulls: tokio::sync::Mutex::new(()),
-            starts: Arc::new(tokio::sync::Semaphore::new(
-                2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+            starts,
             shims,
         }))
     }

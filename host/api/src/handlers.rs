@@ -305,7 +305,7 @@ impl State {
         )
         .map_err(|e| invalid(kind, &name, e))?;
         self.namespace_must_accept(kind, &t.namespace).await?;
-        if priority::is_pod(kind) {
+        if kind.kind == "Pod" {
             priority::admit_pod(&self.objects, &mut obj).await?;
         }
         let service = services::is_service(kind);

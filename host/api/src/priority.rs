@@ -40,20 +40,16 @@ fn classes() -> &'static Kind {
     registry::by_kind("scheduling.k8s.io", "PriorityClass").expect("served")
 }
 
-/// Whether `kind` is the core Pod.
-pub(crate) fn is_pod(kind: &Kind) -> bool {
-    kind.group.is_empty() && kind.kind == "Pod"
-}
-
-/// The system classes as objects, to create when absent.
-pub(crate) fn system_classes() -> impl Iterator<Item = Value> {
+/// The system classes as objects of their kind, to create when absent.
+pub(crate) fn system_classes() -> impl Iterator<Item = (&'static Kind, Value)> {
     SYSTEM_CLASSES.iter().map(|(name, value, description)| {
-        json!({
+        let class = json!({
             "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
             "metadata": {"name": name},
             "value": value, "globalDefault": false, "description": description,
             "preemptionPolicy": PREEMPT_LOWER,
-        })
+        });
+        (classes(), class)
     })
 }
 

@@ -20,7 +20,6 @@ use crate::handlers::{list_body, Outcome, Render, Target};
 use crate::http::{self, Body, Query};
 use crate::registry;
 use crate::storage::Objects;
-use crate::util::now_rfc3339;
 
 /// Largest request body accepted (upstream: 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -149,27 +148,18 @@ impl ApiServer {
             shutdown: rx,
         });
         let nsk = registry::by_kind("", "Namespace").expect("served");
-        for ns in SYSTEM_NAMESPACES {
+        let namespaces = SYSTEM_NAMESPACES.iter().map(|ns| {
             let obj = json!({
                 "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now_rfc3339(),
-                             "labels": {"kubernetes.io/metadata.name": ns}},
+                "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
                 "spec": {"finalizers": ["kubernetes"]},
                 "status": {"phase": "Active"},
             });
-            match state.objects.create(nsk, "", ns, obj).await {
-                Ok(_) => {}
-                Err(e) if e.code == 409 => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let classes = registry::by_kind("scheduling.k8s.io", "PriorityClass").expect("served");
-        for mut class in crate::priority::system_classes() {
-            let name = class["metadata"]["name"].as_str().unwrap_or("").to_string();
-            let m = &mut class["metadata"];
-            m["uid"] = json!(uuid::Uuid::new_v4().to_string());
-            m["creationTimestamp"] = json!(now_rfc3339());
-            match state.objects.create(classes, "", &name, class).await {
+            (nsk, obj)
+        });
+        let classes = crate::priority::system_classes();
+        for (kind, obj) in namespaces.chain(classes) {
+            match state.objects.create_stamped(kind, "", obj).await {
                 Ok(_) => {}
                 Err(e) if e.code == 409 => {}
                 Err(e) => return Err(e),

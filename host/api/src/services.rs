@@ -232,8 +232,6 @@ pub(crate) fn keep_allocated(new: &mut Value, old: &Value) {
     }
     if ty(spec) == "ExternalName" {
         drop_if_same(spec, old_spec, "internalTrafficPolicy");
-    }
-    if ty(spec) == "ExternalName" {
         if cluster_ips(spec) == old_ips {
             for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
                 spec.as_object_mut().map(|m| m.remove(f));
@@ -298,7 +296,7 @@ pub(crate) async fn assign(
     old: Option<&Value>,
 ) -> Result<(), ApiError> {
     let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let mine = old.map(held).unwrap_or_default();
+    let held_before = old.map(held).unwrap_or_default();
     let spec = &mut svc["spec"];
     let headless = spec["clusterIP"] == "None";
     if let Some(old) = old {
@@ -334,7 +332,7 @@ pub(crate) async fn assign(
                     .parse()
                     .map_err(|_| bad("must be a valid IPv4 address".into()))?;
                 let key = format!("{IP_KEYS}{addr}");
-                if !mine.contains(&key) {
+                if !held_before.contains(&key) {
                     if !ranges.usable(addr) {
                         return Err(bad(format!(
                             "provided IP is not in the valid range. The range of valid IPs is {}",
@@ -370,64 +368,54 @@ pub(crate) async fn assign(
     if !wants_node_ports(spec) {
         return Ok(());
     }
-    let mut used: Option<BTreeSet<u16>> = None;
-    let mut taken_here: BTreeSet<u16> = BTreeSet::new();
+    // Every other Service's ports (this one's old ones are its to keep),
+    // and those this one has taken so far (a port may serve two protocols).
+    let own: BTreeSet<u16> = old
+        .map(|o| node_ports(&o["spec"]).collect())
+        .unwrap_or_default();
+    let others: BTreeSet<u16> = objects
+        .claims(PORT_KEYS)
+        .await?
+        .iter()
+        .filter_map(|k| k.parse().ok())
+        .filter(|p| !own.contains(p))
+        .collect();
+    let mut here: BTreeSet<u16> = BTreeSet::new();
+    let (lo, hi) = ranges.ports;
     let count = spec["ports"].as_array().map_or(0, Vec::len);
     for i in 0..count {
-        let p = &mut spec["ports"][i];
-        match p["nodePort"].as_u64().filter(|n| *n > 0) {
+        let port = match spec["ports"][i]["nodePort"].as_u64().filter(|n| *n > 0) {
             Some(port) => {
-                let field = format!("spec.ports[{i}].nodePort");
-                let key = format!("{PORT_KEYS}{port}");
                 let port16 = u16::try_from(port).unwrap_or(0);
-                if !mine.contains(&key) && !taken_here.contains(&port16) {
-                    let (lo, hi) = ranges.ports;
-                    if !(lo..=hi).contains(&port16) {
-                        return Err(refuse(
-                            kind,
-                            &name,
-                            &field,
-                            &port.to_string(),
-                            &format!(
-                                "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
-                            ),
-                        ));
-                    }
-                    if objects.claimed(&key).await? {
-                        return Err(refuse(
-                            kind,
-                            &name,
-                            &field,
-                            &port.to_string(),
-                            "provided port is already allocated",
-                        ));
-                    }
+                let why = if own.contains(&port16) || here.contains(&port16) {
+                    None
+                } else if !(lo..=hi).contains(&port16) {
+                    Some(format!(
+                        "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+                    ))
+                } else if others.contains(&port16) {
+                    Some("provided port is already allocated".to_string())
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    let field = format!("spec.ports[{i}].nodePort");
+                    return Err(refuse(kind, &name, &field, &port.to_string(), &why));
                 }
-                taken_here.insert(port16);
+                port16
             }
             None => {
-                if used.is_none() {
-                    used = Some(
-                        objects
-                            .claims(PORT_KEYS)
-                            .await?
-                            .iter()
-                            .filter_map(|k| k.parse().ok())
-                            .collect(),
-                    );
-                }
-                let pool = used.as_mut().expect("just read");
-                pool.extend(taken_here.iter().copied());
-                let port = ranges.pick_port(pool).ok_or_else(|| {
+                let busy: BTreeSet<u16> = others.union(&here).copied().collect();
+                let port = ranges.pick_port(&busy).ok_or_else(|| {
                     ApiError::internal(format!(
-                        "failed to allocate a nodePort: range is full ({}-{})",
-                        ranges.ports.0, ranges.ports.1
+                        "failed to allocate a nodePort: range is full ({lo}-{hi})"
                     ))
                 })?;
-                taken_here.insert(port);
                 spec["ports"][i]["nodePort"] = json!(port);
+                port
             }
-        }
+        };
+        here.insert(port);
     }
     Ok(())
 }
@@ -516,10 +504,7 @@ async fn ensure(
             Ok(())
         }
         Err(e) if e.code == 404 => {
-            let m = &mut obj["metadata"];
-            m["uid"] = json!(uuid::Uuid::new_v4().to_string());
-            m["creationTimestamp"] = json!(crate::util::now_rfc3339());
-            m["generation"] = json!(1);
+            obj["metadata"]["generation"] = json!(1);
             crate::validation::prepare(
                 kind,
                 &mut obj,
@@ -528,7 +513,7 @@ async fn ensure(
                 false,
             )
             .map_err(|e| ApiError::internal(format!("the {} {name}: {e}", kind.kind)))?;
-            match objects.create(kind, "default", &name, obj).await {
+            match objects.create_stamped(kind, "default", obj).await {
                 Ok(_) => Ok(()),
                 // Another server made it meanwhile, or a Service took the
                 // address by hand: the cluster works on without it.

@@ -216,6 +216,22 @@ impl Objects {
         Ok(obj)
     }
 
+    /// Store an object the server makes itself (system namespaces and
+    /// classes, the `kubernetes` Service) under its `metadata.name`, with a
+    /// new uid and the creation time.
+    pub async fn create_stamped(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let m = &mut obj["metadata"];
+        m["uid"] = Value::String(uuid::Uuid::new_v4().to_string());
+        m["creationTimestamp"] = Value::String(crate::util::now_rfc3339());
+        self.create(kind, ns, &name, obj).await
+    }
+
     /// Store `obj` (a create when `expected` is `None`, else a replace at
     /// `expected`) together with status writes staged by admission plugins,
     /// and a Service with its claims, in one transaction. `Ok(None)` means a

@@ -353,14 +353,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// processes libcontainer forks are not counted: they are not shims.
 fn shims_cpu_ns() -> u64 {
     let mut ns = 0;
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !cmd.starts_with(b"trellis-shim\0") {
-            continue;
-        }
+    for pid in pids_whose_cmdline(|cmd| cmd.starts_with(b"trellis-shim\0")) {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };
@@ -376,14 +369,21 @@ fn shims_cpu_ns() -> u64 {
     ns
 }
 
+/// The pods' shims (not their factory).
 fn shim_pids() -> Vec<u32> {
+    const SHIM: &[u8] = b"shim\0--dir\0";
+    pids_whose_cmdline(|cmd| cmd.windows(SHIM.len()).any(|w| w == SHIM))
+}
+
+/// The processes whose `/proc/PID/cmdline` satisfies `wanted`.
+fn pids_whose_cmdline(wanted: impl Fn(&[u8]) -> bool) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmd).contains("shim\0--dir\0") {
+        if wanted(&cmd) {
             out.push(pid);
         }
     }
@@ -607,10 +607,11 @@ fn main() {
         // best any order of the work can do at this CPU per pod (less only
         // the part of a pod's CPU that may come after it runs).
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let median_at = |ms_per_pod: f64| ms_per_pod * n.div_ceil(2) as f64 / cores as f64;
         println!(
             "at that CPU per pod, the median of {n} pods started in turn would be Running at {:.0} ms \
              ({} pods' CPU over {cores} cores)",
-            mid.cpu_ms * n.div_ceil(2) as f64 / cores as f64,
+            median_at(mid.cpu_ms),
             n.div_ceil(2)
         );
         // The same bound for what is left once the control plane, the agent,
@@ -620,7 +621,7 @@ fn main() {
         println!(
             "at the CPU of libcontainer's processes, the containers and the kernel's threads alone \
              ({floor:.1} ms per pod), the median would be Running at {:.0} ms",
-            floor * n.div_ceil(2) as f64 / cores as f64
+            median_at(floor)
         );
 
         let twenty: Vec<String> = (0..20).map(|i| format!("idle-{i}")).collect();
